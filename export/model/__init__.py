@@ -1,0 +1,22 @@
+"""PyTorch definitions of S3 (needs torch): build, load, randomise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s3rt.configs import ModelConfig, get_config
+from s3rt.export.model.s3 import S3Model
+from s3rt.export.model.weights import load_weights, randomize_weights
+
+__all__ = ["S3Model", "build_model", "load_weights", "randomize_weights"]
+
+
+def build_model(config: str | ModelConfig, *, weights: str | Path | None = None, seed: int = 0) -> S3Model:
+    """Build a variant by name, load `weights` strictly, or else seed random weights. Eval mode."""
+    cfg = get_config(config) if isinstance(config, str) else config
+    model = S3Model(cfg)
+    if weights is not None:
+        load_weights(model, weights)
+    else:
+        randomize_weights(model, seed)
+    return model.eval()

@@ -1,0 +1,152 @@
+"""Checkpoint loading (strict, with one clear error) and seeded random weights.
+
+Real S3 weights cannot be downloaded here; users pass their own checkpoint. Without one, s3rt
+runs on seeded random weights whose batch-norm statistics are re-estimated on synthetic frames,
+so every stage stays finite and unsaturated (good for tests and timing, meaningless masks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from s3rt.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+NESTING_KEYS = ("model", "weights", "state_dict", "network", "module", "ema")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """Read a .pth/.pt file and return the flat state dict inside it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    return extract_state_dict(obj, source=str(path))
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def extract_state_dict(obj: object, *, source: str = "checkpoint") -> dict[str, Tensor]:
+    """Unwrap {'model': {...}}-style nesting (two levels) and a DataParallel 'module.' prefix."""
+    for _ in range(3):
+        if _is_state_dict(obj):
+            break
+        if isinstance(obj, Mapping):
+            inner = next((obj[k] for k in NESTING_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        raise CheckpointError(f"{source}: no state dict found (expected a mapping of tensors, "
+                              f"possibly nested under one of {', '.join(NESTING_KEYS)})")
+    assert isinstance(obj, Mapping)
+    state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:
+    """Raise one CheckpointError naming every missing/unexpected key and shape mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or mismatched):
+        return
+
+    def listing(title: str, items: list[str]) -> str:
+        shown = "\n    ".join(items[:12])
+        more = f"\n    ... and {len(items) - 12} more" if len(items) > 12 else ""
+        return f"  {title} ({len(items)}):\n    {shown}{more}"
+
+    parts = [listing(t, i) for t, i in (("missing keys", missing), ("unexpected keys", unexpected),
+                                        ("shape mismatches", mismatched)) if i]
+    config = getattr(getattr(model, "cfg", None), "name", "?")
+    raise CheckpointError(f"{source} does not fit model config '{config}' (nothing was loaded):\n"
+                          + "\n".join(parts)
+                          + "\n  hint: pick the matching --config (s3-base = adapter_depthanybase, s3-r50 = base)")
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor]) -> None:
+    """Strictly load a checkpoint file or state dict into `model`."""
+    source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "state dict"
+    state = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else extract_state_dict(checkpoint)
+    check_state_dict(model, state, source=source)
+    model.load_state_dict(state, strict=True)
+
+
+def synthetic_frames(count: int, height: int, width: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Smooth random RGB frames in [0,1] and blob masks, for batch-norm calibration."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    frames, masks = [], []
+    for _ in range(count):
+        img = np.zeros((3, height, width), np.float32)
+        for _ in range(6):
+            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+            r = rng.uniform(0.1, 0.4) * min(height, width)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            img += blob[None] * rng.uniform(-0.5, 0.5, size=(3, 1, 1)).astype(np.float32)
+        img += 0.5 + 0.05 * rng.standard_normal((3, height, width)).astype(np.float32)
+        frames.append(np.clip(img, 0, 1))
+        cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
+        r = rng.uniform(0.15, 0.3) * min(height, width)
+        masks.append(((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.float32))
+    return torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(masks))
+
+
+@torch.no_grad()
+def randomize_weights(model: nn.Module, seed: int = 0, *, calib_size: tuple[int, int] = (128, 192)) -> None:
+    """Seeded random weights with batch-norm running statistics estimated on synthetic frames."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
+    init_extra = getattr(model.pixel_encoder, "init_random", None)
+    if callable(init_extra):
+        init_extra()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None            # cumulative average over the calibration batches
+    model.eval()
+    for bn in bns:
+        bn.train()
+    frames, masks = synthetic_frames(4, *calib_size, seed=seed)
+    for i in range(0, len(frames), 2):
+        image = frames[i:i + 2]
+        for b in range(image.shape[0]):   # graphs are batch-1; calibrate one frame at a time
+            img = image[b:b + 1]
+            encoded = model.encoder(img)
+            semantic_in = (img, *encoded) if model.cfg.encoder == "vit_adapter" else encoded[:1]
+            pix_feat = model.spatial_semantic(*semantic_in)[-4]
+            n_obj = 2
+            m = torch.stack([masks[i + b], 1 - masks[i + b]])[None]          # (1, 2, H, W)
+            sensory = torch.zeros(1, n_obj, model.cfg.sensory_dim, *pix_feat.shape[-2:])
+            model.mask_encoder_graph(img, pix_feat, sensory, m)
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()

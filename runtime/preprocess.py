@@ -1,0 +1,130 @@
+"""Frame and mask preparation in numpy (spec 3): resize, pad to 32, aggregate, crop back.
+
+Shapes: frames (H0, W0, 3) uint8 RGB in, (1, 3, H, W) float32 in [0, 1] out; H, W multiples of 32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from s3rt.errors import InputError, ShapeError
+
+PAD_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Original size, working (possibly shrunk) size, padded size and the centred pad amounts."""
+
+    orig_hw: tuple[int, int]
+    work_hw: tuple[int, int]
+    padded_hw: tuple[int, int]
+    pad: tuple[int, int, int, int]      # top, bottom, left, right
+
+    @classmethod
+    def for_frame(cls, orig_hw: tuple[int, int], max_short_side: int | None) -> "FrameGeometry":
+        h0, w0 = orig_hw
+        work = working_size(h0, w0, max_short_side)
+        (top, bottom), (left, right) = (_centred_pad(work[0]), _centred_pad(work[1]))
+        return cls(orig_hw=(h0, w0), work_hw=work, padded_hw=(work[0] + top + bottom, work[1] + left + right),
+                   pad=(top, bottom, left, right))
+
+    @property
+    def resized(self) -> bool:
+        return self.work_hw != self.orig_hw
+
+
+def working_size(h: int, w: int, max_short_side: int | None) -> tuple[int, int]:
+    """Shrink so the shorter side is `max_short_side` (never enlarge), like the reference reader."""
+    if max_short_side is None or min(h, w) <= max_short_side:
+        return h, w
+    if h < w:
+        return max_short_side, int(round(w * max_short_side / h))
+    return int(round(h * max_short_side / w)), max_short_side
+
+
+def _centred_pad(x: int) -> tuple[int, int]:
+    extra = math.ceil(x / PAD_MULTIPLE) * PAD_MULTIPLE - x
+    return extra // 2, extra - extra // 2
+
+
+def check_frame(frame: np.ndarray, *, name: str = "frame") -> np.ndarray:
+    """Accept (H, W, 3) uint8 RGB (or float in [0,1]); refuse grayscale/RGBA with a clear error."""
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"{name}: expected a numpy array (H, W, 3), got {type(frame).__name__}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        kind = "grayscale" if frame.ndim == 2 else ("RGBA" if frame.ndim == 3 and frame.shape[2] == 4 else "")
+        raise ShapeError(f"{name}: expected an RGB image of shape (H, W, 3), got {frame.shape}"
+                         + (f" ({kind}); convert it to RGB first" if kind else ""))
+    if frame.shape[0] < 16 or frame.shape[1] < 16:
+        raise ShapeError(f"{name}: image {frame.shape[:2]} is too small (at least 16x16)")
+    return frame
+
+
+def resize_float(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of a float (C, H, W) array, per channel (PIL 'F' mode)."""
+    h, w = size_hw
+    out = np.empty((img.shape[0], h, w), np.float32)
+    for c in range(img.shape[0]):
+        out[c] = np.asarray(Image.fromarray(np.ascontiguousarray(img[c], dtype=np.float32), mode="F")
+                            .resize((w, h), Image.BILINEAR))
+    return out
+
+
+def prepare_image(frame: np.ndarray, geo: FrameGeometry, out: np.ndarray | None = None) -> np.ndarray:
+    """(H0, W0, 3) uint8/float RGB -> padded (1, 3, H, W) float32 in [0, 1] (zeros in the padding)."""
+    frame = check_frame(frame)
+    if frame.shape[:2] != geo.orig_hw:
+        raise ShapeError(f"frame size {frame.shape[:2]} differs from the stream's first frame {geo.orig_hw}; "
+                         "all frames of one stream must have the same size (reset() for a new video)")
+    chw = frame.transpose(2, 0, 1).astype(np.float32)
+    if frame.dtype == np.uint8:
+        chw /= 255.0
+    if geo.resized:
+        chw = resize_float(chw, geo.work_hw)
+    top, bottom, left, right = geo.pad
+    if out is None:
+        out = np.zeros((1, 3, *geo.padded_hw), np.float32)
+    else:
+        out.fill(0)
+    out[0, :, top:top + geo.work_hw[0], left:left + geo.work_hw[1]] = chw
+    return out
+
+
+def prepare_index_mask(mask: np.ndarray, geo: FrameGeometry) -> np.ndarray:
+    """(H0, W0) integer index mask -> padded (H, W) index mask at working size (nearest)."""
+    if mask.ndim != 2:
+        raise ShapeError(f"mask: expected a 2-D index mask (H, W), got shape {mask.shape}")
+    if mask.shape != geo.orig_hw:
+        raise ShapeError(f"mask size {mask.shape} differs from the frame size {geo.orig_hw}; "
+                         "resize the mask to the frame (nearest neighbour) or pass --resize-masks")
+    if geo.resized:
+        mask = np.asarray(Image.fromarray(mask.astype(np.int32), mode="I").resize(
+            (geo.work_hw[1], geo.work_hw[0]), Image.NEAREST))
+    top, bottom, left, right = geo.pad
+    return np.pad(mask.astype(np.int64), ((top, bottom), (left, right)))
+
+
+def aggregate_probabilities(planes: np.ndarray) -> np.ndarray:
+    """Soft aggregation (spec 10.3/11.1) of object probability planes (N, H, W) -> (N+1, H, W)."""
+    planes = planes.astype(np.float32)
+    bg = np.prod(1 - planes, axis=0, keepdims=True)
+    p = np.clip(np.concatenate([bg, planes], axis=0), 1e-7, 1 - 1e-7)
+    logits = np.log(p / (1 - p))
+    logits -= logits.max(axis=0, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def crop_probabilities(probs: np.ndarray, geo: FrameGeometry) -> np.ndarray:
+    """Padded (C, H, W) -> (C, H0, W0): remove padding, bilinear back to the original size."""
+    top, _, left, _ = geo.pad
+    h, w = geo.work_hw
+    out = probs[:, top:top + h, left:left + w]
+    if geo.resized:
+        out = resize_float(out, geo.orig_hw)
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -13,10 +13,14 @@ __all__ = ["S3Model", "build_model", "load_weights", "randomize_weights"]
 
 def build_model(config: str | ModelConfig, *, weights: str | Path | None = None, seed: int = 0) -> S3Model:
     """Build a variant by name, load `weights` strictly, or else seed random weights. Eval mode."""
+    import torch
+
     cfg = get_config(config) if isinstance(config, str) else config
-    model = S3Model(cfg)
-    if weights is not None:
-        load_weights(model, weights)
-    else:
-        randomize_weights(model, seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)          # parameters initialised in constructors are seeded too
+        model = S3Model(cfg)
+        if weights is not None:
+            load_weights(model, weights)
+        else:
+            randomize_weights(model, seed)
     return model.eval()

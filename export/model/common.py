@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -121,19 +122,20 @@ def sinusoid_2d(h: int, w: int, dim: int, *, scale: float, temperature: float,
                 device: torch.device | None = None) -> Tensor:
     """The 2-D sinusoidal encoding of spec 9.1 as an (h, w, dim) constant.
 
-    Channels [0, dim/2): x, interleaved sin/cos; [dim/2, dim): y. Built in float64 then cast,
-    so it is a pure function of (h, w) that the exporter folds into a constant.
+    Channels [0, dim/2): x, interleaved sin/cos; [dim/2, dim): y. Computed in numpy float64 from
+    Python ints, so a traced graph holds it as one float32 constant (no double ops for TensorRT).
     """
+    h, w, dim = int(h), int(w), int(dim)   # traced shapes become constants here, on purpose
     half = dim // 2
-    inv_freq = inverse_frequencies(dim, temperature).to(torch.float64)        # (dim/4,)
-    ys = torch.arange(h, dtype=torch.float64) / (h - 1 + 1e-6) * scale
-    xs = torch.arange(w, dtype=torch.float64) / (w - 1 + 1e-6) * scale
-    px = xs[:, None] * inv_freq[None, :]                                      # (w, dim/4)
-    py = ys[:, None] * inv_freq[None, :]                                      # (h, dim/4)
-    ex = torch.stack([px.sin(), px.cos()], dim=-1).flatten(-2)                # (w, half)
-    ey = torch.stack([py.sin(), py.cos()], dim=-1).flatten(-2)                # (h, half)
-    pe = torch.cat([ex[None, :, :].expand(h, w, half), ey[:, None, :].expand(h, w, half)], dim=-1)
-    return pe.to(dtype=torch.float32, device=device)                          # (h, w, dim)
+    inv_freq = (1.0 / (temperature ** (np.arange(0, half, 2, dtype=np.float64) / half))).astype(np.float32)
+    ys = np.arange(h, dtype=np.float64) / (h - 1 + 1e-6) * scale
+    xs = np.arange(w, dtype=np.float64) / (w - 1 + 1e-6) * scale
+    px = xs[:, None] * inv_freq.astype(np.float64)[None, :]           # (w, dim/4)
+    py = ys[:, None] * inv_freq.astype(np.float64)[None, :]           # (h, dim/4)
+    ex = np.stack([np.sin(px), np.cos(px)], axis=-1).reshape(w, half)
+    ey = np.stack([np.sin(py), np.cos(py)], axis=-1).reshape(h, half)
+    pe = np.concatenate([np.broadcast_to(ex[None], (h, w, half)), np.broadcast_to(ey[:, None], (h, w, half))], -1)
+    return torch.from_numpy(pe.astype(np.float32)).to(device=device)                    # (h, w, dim)
 
 
 def inverse_frequencies(dim: int, temperature: float) -> Tensor:

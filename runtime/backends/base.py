@@ -86,7 +86,8 @@ class Backend(ABC):
         """A zero-filled array on the backend's device."""
 
     def to_host(self, x: Array) -> np.ndarray:
-        return np.asarray(x)
+        """A host copy (never a view of a state buffer: results must not change later)."""
+        return np.array(x, copy=True)
 
     def upload(self, dst: Array, src: np.ndarray) -> None:
         dst[...] = src

@@ -76,7 +76,8 @@ class TorchBackend(Backend):
         return self._torch.zeros(shape, dtype=getattr(self._torch, _DTYPES[dtype]), device=self._device)
 
     def to_host(self, x: Array) -> np.ndarray:
-        return x.detach().cpu().numpy()
+        x = x.detach()
+        return x.cpu().numpy() if x.device.type != "cpu" else x.clone().numpy()
 
     def upload(self, dst: Array, src: np.ndarray) -> None:
         dst.copy_(self._torch.from_numpy(np.ascontiguousarray(src)))

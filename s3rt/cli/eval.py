@@ -1,8 +1,8 @@
 """Score DAVIS-2017 semi-supervised predictions: J (region), F (boundary) and J&F.
 
-Numbers equal those of the official davis2017-evaluation tool: objects are the ids of the first
-ground-truth frame, the first and the last frame are not scored, void (255) counts as
-background, F uses boundaries dilated by ceil(0.008 x image diagonal) pixels.
+Numbers equal those of the official davis2017-evaluation tool: objects are ids 1..N with N the
+largest id in the first ground-truth frame, the first and the last frame are not scored, void
+(255) counts as background, F uses boundaries dilated by ceil(0.008 x image diagonal) pixels.
 
 Both folders hold one sub-folder per sequence with one palette PNG per frame (00000.png, ...);
 a prediction PNG is needed for every ground-truth frame except the first and the last.

@@ -1,0 +1,201 @@
+"""Export S3 to six ONNX subgraphs plus manifest.json (DESIGN "Data flow").
+
+Each graph is a thin wrapper that calls the eager model's subgraph method (never a
+re-implementation). Resolution and memory capacity are fixed per export; the object count N
+and the number of active buckets NB are the only dynamic axes. Every export ends with a numeric
+ONNX Runtime comparison against the PyTorch module.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from s3rt import __version__
+from s3rt.configs import InferenceConfig, ModelConfig, get_config
+from s3rt.errors import ConfigError
+from s3rt.export.model import S3Model, build_model
+from s3rt.export.model.s3 import run_graph
+from s3rt.export.model.weights import file_sha256
+from s3rt.runtime.contract import GRAPH_ORDER, Geometry, GraphSpec, graph_specs
+from s3rt.runtime.manifest import Manifest
+from s3rt.runtime.preprocess import FrameGeometry
+
+log = logging.getLogger(__name__)
+
+OPSET_RANGE = (17, 20)
+# sizes used while tracing: >1 so the tracer never specialises a dynamic axis to a broadcast 1
+TRACE_DIMS = {"N": 3, "NB": 2}
+
+
+class SubgraphModule(nn.Module):
+    """One exportable graph: positional inputs in contract order -> outputs in contract order."""
+
+    def __init__(self, model: S3Model, graph: str, *, top_k: int, pos_embed: Tensor | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.graph = graph
+        self.top_k = top_k
+        if pos_embed is not None:
+            self.register_buffer("pos_embed", pos_embed, persistent=False)
+        else:
+            self.pos_embed = None
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        if self.graph == "encoder":
+            return self.model.encoder(inputs[0], self.pos_embed)
+        return run_graph(self.model, self.graph, list(inputs), top_k=self.top_k)
+
+
+def example_inputs(spec: GraphSpec, cfg: ModelConfig, geo: Geometry, dims: dict[str, int],
+                   features: dict[str, Tensor], seed: int = 0) -> dict[str, Tensor]:
+    """Plausible inputs for tracing and parity: real features where given, valid state otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, Tensor] = {}
+    for t in spec.inputs:
+        shape = t.concrete(**dims)
+        if t.name in features and tuple(features[t.name].shape) == shape:
+            out[t.name] = features[t.name]
+        elif t.name == "bucket_valid":
+            v = torch.rand(shape, generator=g) < 0.6
+            v[:, 0] = True                                             # every bucket has its first frame
+            out[t.name] = v
+        elif t.name == "object_bucket":
+            out[t.name] = torch.arange(shape[0]) % dims["NB"]
+        elif t.name == "mem_shrinkage":
+            out[t.name] = 1 + torch.rand(shape, generator=g) * 3
+        elif t.name in ("prev_prob", "masks"):
+            p = torch.rand(shape, generator=g)
+            out[t.name] = p / (p.sum(dim=1, keepdim=True) + 0.2)
+        elif t.name == "object_memory":
+            m = torch.randn(shape, generator=g)
+            m[..., -1] = torch.rand(shape[:-1], generator=g) * 50       # areas are non-negative
+            out[t.name] = m
+        elif t.name == "selection":
+            out[t.name] = torch.rand(shape, generator=g)
+        else:
+            out[t.name] = torch.randn(shape, generator=g)
+    return out
+
+
+@torch.no_grad()
+def frame_features(model: S3Model, geo: Geometry, seed: int = 0) -> dict[str, Tensor]:
+    """Run the two image graphs on a synthetic frame, for realistic example inputs."""
+    from s3rt.export.model.weights import synthetic_frames
+    frames, _ = synthetic_frames(1, geo.height, geo.width, seed)
+    specs = graph_specs(model.cfg, geo)
+    feats = {"image": frames[:1]}
+    for graph in ("encoder", "spatial_semantic"):
+        ins = [feats[n] for n in specs[graph].input_names]
+        outs = run_graph(model, graph, ins, top_k=1)
+        feats.update(zip(specs[graph].output_names, outs))
+    return feats
+
+
+def onnx_dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    for t in (*spec.inputs, *spec.outputs):
+        named = {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
+        if named:
+            axes[t.name] = named
+    return axes
+
+
+@dataclass
+class ParityRow:
+    graph: str
+    output: str
+    max_abs: float
+    mean_abs: float
+
+
+def compare_onnx(path: Path, module: nn.Module, inputs: dict[str, Tensor], spec: GraphSpec,
+                 threads: int | None = None) -> list[ParityRow]:
+    """Run the graph in ONNX Runtime (CPU) and the module in PyTorch on the same inputs."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {k: v.numpy() for k, v in inputs.items()}
+    got = sess.run(spec.output_names, feed)
+    with torch.no_grad():
+        want = module(*inputs.values())
+    rows = []
+    for name, a, b in zip(spec.output_names, got, want):
+        d = np.abs(a.astype(np.float64) - b.numpy().astype(np.float64))
+        rows.append(ParityRow(spec.name, name, float(d.max()), float(d.mean())))
+    return rows
+
+
+def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int, width: int,
+                 weights: str | Path | None = None, seed: int = 0, max_objects: int = 8,
+                 memory_frames: int = 5, max_buckets: int = 4, top_k: int = 30, mem_every: int = 5,
+                 opset: int = 17, model: S3Model | None = None, check_parity: bool = True,
+                 progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[ParityRow]]:
+    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and parity rows."""
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ConfigError(f"opset {opset} not supported: choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
+                          "(17+ for LayerNormalization; TensorRT's parser is checked up to 20)")
+    cfg = get_config(config) if isinstance(config, str) else config
+    settings = InferenceConfig(mem_every=mem_every, max_mem_frames=memory_frames, top_k=top_k,
+                               max_objects=max_objects, max_buckets=max_buckets)
+    frame_geo = FrameGeometry.for_frame((height, width), None)
+    geo = Geometry(height=frame_geo.padded_hw[0], width=frame_geo.padded_hw[1], slots=settings.memory_slots)
+    if geo.tokens * geo.slots < top_k:
+        raise ConfigError(f"memory capacity {geo.slots} slots x {geo.tokens} tokens < top_k {top_k}")
+    say = progress or (lambda msg: log.info(msg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        say(f"building {cfg.name} ({'weights ' + str(weights) if weights else 'seeded random weights'})")
+        model = build_model(cfg, weights=weights, seed=seed)
+    model = model.eval()
+    specs = graph_specs(cfg, geo, settings)
+    dims = dict(TRACE_DIMS)
+    dims["N"] = min(dims["N"], max_objects)
+    dims["NB"] = min(dims["NB"], max_buckets)
+    features = frame_features(model, geo, seed)
+    pos_embed = None
+    if cfg.encoder == "vit_adapter":
+        with torch.no_grad():
+            pos_embed = model.pixel_encoder.interpolated_pos_embed(geo.h, geo.w).detach().clone()
+
+    files, parity = {}, []
+    for i, name in enumerate(GRAPH_ORDER, 1):
+        spec = specs[name]
+        say(f"[{i}/{len(GRAPH_ORDER)}] exporting {name}")
+        module = SubgraphModule(model, name, top_k=top_k, pos_embed=pos_embed if name == "encoder" else None).eval()
+        inputs = example_inputs(spec, cfg, geo, dims, features, seed=i)
+        path = out / f"{name}.onnx"
+        with warnings.catch_warnings():
+            # tracing a fixed resolution turns shapes into constants on purpose; say so once, here
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=spec.input_names,
+                              output_names=spec.output_names, dynamic_axes=onnx_dynamic_axes(spec),
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        _check_onnx(path)
+        files[name] = path.name
+        if check_parity:
+            parity += compare_onnx(path, module, inputs, spec)
+    manifest = Manifest(root=out, model=cfg, settings=settings, height=height, width=width, geometry=geo,
+                        opset=opset, checkpoint_sha256=file_sha256(weights) if weights else None,
+                        graphs=specs, files=files, s3rt_version=__version__,
+                        extra={"weights": "checkpoint" if weights else f"random(seed={seed})"})
+    manifest.save()
+    say(f"wrote {len(files)} graphs and manifest.json to {out}")
+    return manifest, parity
+
+
+def _check_onnx(path: Path) -> None:
+    import onnx
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)

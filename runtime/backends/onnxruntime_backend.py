@@ -1,0 +1,155 @@
+"""ONNX Runtime backend: six sessions, IO binding straight into the tracker's numpy buffers.
+
+Providers are explicit and never fall back silently: if the requested provider is not the one
+a session ends up using, opening fails (a "CUDA" figure must never be a CPU figure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from s3rt.configs import InferenceConfig, ModelConfig
+from s3rt.errors import BackendError, InternalError, ModelFormatError
+from s3rt.optional import onnxruntime as ort_mod
+from s3rt.runtime.backends.base import Array, Backend
+from s3rt.runtime.contract import GRAPH_ORDER
+from s3rt.runtime.manifest import Manifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+              "all": "ORT_ENABLE_ALL"}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an `s3rt export` folder. Buffers are host numpy arrays bound in place (CPU EP)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_dir: str | Path, *, provider: str = "cpu", threads: int | None = None,
+                 opt_level: str = "all", io_binding: bool = True) -> None:
+        super().__init__()
+        if provider not in PROVIDERS:
+            raise BackendError(f"unknown ONNX Runtime provider '{provider}'; choose one of {', '.join(PROVIDERS)}")
+        if opt_level not in OPT_LEVELS:
+            raise BackendError(f"unknown graph optimisation level '{opt_level}'; choose one of {', '.join(OPT_LEVELS)}")
+        self.model_dir = Path(model_dir)
+        self.provider = provider
+        self.threads = threads
+        self.opt_level = opt_level
+        self.io_binding = io_binding
+        self._manifest: Manifest | None = None
+        self._bindings: dict = {}
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = load_manifest(self.model_dir)
+        return self._manifest
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.manifest.model
+
+    @property
+    def fixed_size(self) -> tuple[int, int]:
+        return (self.manifest.height, self.manifest.width)
+
+    @property
+    def capacity(self) -> InferenceConfig:
+        return self.manifest.settings
+
+    @property
+    def top_k(self) -> int:
+        return self.manifest.settings.top_k
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _open(self) -> None:
+        ort = ort_mod.load()
+        self._ort = ort
+        wanted = PROVIDERS[self.provider]
+        available = ort.get_available_providers()
+        if wanted not in available:
+            raise BackendError(f"ONNX Runtime provider {wanted} is not available in this install "
+                               f"(onnxruntime {ort.__version__}; available: {', '.join(available)}); "
+                               "install onnxruntime-gpu for cuda/tensorrt, or use --provider cpu")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[self.opt_level])
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        self._sessions = {}
+        for name in GRAPH_ORDER:
+            path = self.manifest.path(name)
+            try:
+                sess = ort.InferenceSession(str(path), opts, providers=[wanted])
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+                raise ModelFormatError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+            if wanted != "CPUExecutionProvider":
+                sess.disable_fallback()
+            if sess.get_providers()[0] != wanted:
+                raise BackendError(f"{name}: asked for {wanted}, session runs on {sess.get_providers()}")
+            self._check_io(name, sess)
+            self._sessions[name] = sess
+        log.debug("opened %d ONNX Runtime sessions on %s", len(self._sessions), wanted)
+
+    def _check_io(self, graph: str, sess: object) -> None:
+        spec = self.manifest.graphs[graph]
+        got_in = [(i.name, _ORT_TYPES.get(i.type, i.type)) for i in sess.get_inputs()]
+        got_out = [(o.name, _ORT_TYPES.get(o.type, o.type)) for o in sess.get_outputs()]
+        want_in = [(t.name, t.dtype) for t in spec.inputs]
+        want_out = [(t.name, t.dtype) for t in spec.outputs]
+        if got_in != want_in or got_out != want_out:
+            raise ModelFormatError(f"{graph}: graph I/O {got_in} -> {got_out} does not match the manifest "
+                                   f"{want_in} -> {want_out}; re-export the model")
+
+    def _close(self) -> None:
+        self._sessions = {}
+        self._bindings = {}
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self, graph: str, inputs: Mapping[str, Array], outputs: Mapping[str, Array]) -> None:
+        self._require_open()
+        sess = self._sessions.get(graph)
+        if sess is None:
+            raise BackendError(f"unknown graph '{graph}'; graphs: {', '.join(GRAPH_ORDER)}")
+        if not self.io_binding:
+            results = sess.run(list(outputs), {k: np.ascontiguousarray(v) for k, v in inputs.items()})
+            for dst, res in zip(outputs.values(), results):
+                dst[...] = res
+            return
+        key = (graph, *((k, v.ctypes.data, v.shape) for k, v in inputs.items()),
+               *((k, v.ctypes.data, v.shape) for k, v in outputs.items()))
+        binding = self._bindings.get(key)
+        if binding is None:
+            binding = sess.io_binding()
+            for name, arr in inputs.items():
+                binding.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), _ptr(arr, graph, name))
+            for name, arr in outputs.items():
+                binding.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), _ptr(arr, graph, name))
+            if len(self._bindings) > 256:       # N/NB combinations are few; guard against leaks anyway
+                self._bindings.clear()
+            self._bindings[key] = binding
+        sess.run_with_iobinding(binding)
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Array:
+        return np.zeros(shape, dtype=np.dtype(dtype))
+
+    def describe(self) -> dict:
+        ort = ort_mod.load()
+        return {"backend": self.name, "provider": PROVIDERS[self.provider], "onnxruntime": ort.__version__,
+                "threads": self.threads or "default", "opt_level": self.opt_level, "config": self.model_config.name,
+                "model_dir": str(self.model_dir)}
+
+
+def _ptr(arr: np.ndarray, graph: str, name: str) -> int:
+    if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+        raise InternalError(f"{graph}.{name}: buffer is not a C-contiguous numpy array; cannot bind in place")
+    return arr.ctypes.data

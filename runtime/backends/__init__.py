@@ -1,0 +1,32 @@
+"""Backends by name. Each module imports its heavy dependency lazily (on open)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s3rt.errors import ConfigError
+from s3rt.runtime.backends.base import Backend
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def make_backend(name: str, *, config: str | None = None, weights: str | Path | None = None,
+                 model_dir: str | Path | None = None, device: str = "cpu", provider: str | None = None,
+                 threads: int | None = None, seed: int = 0) -> Backend:
+    """Construct (not open) a backend. torch needs a config; the graph backends need --model."""
+    if name == "torch":
+        if config is None:
+            raise ConfigError("the torch backend needs --config (and optionally --weights)")
+        from s3rt.runtime.backends.torch_backend import TorchBackend
+        return TorchBackend(config, weights=weights, device=device, seed=seed)
+    if name in ("onnxruntime", "tensorrt") and model_dir is None:
+        raise ConfigError(f"the {name} backend runs exported graphs: pass --model DIR "
+                          "(create one with 's3rt export')")
+    if name == "onnxruntime":
+        from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(model_dir, provider=provider or ("cuda" if device.startswith("cuda") else "cpu"),
+                                  threads=threads)
+    if name == "tensorrt":
+        from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
+        return TensorRTBackend(model_dir)
+    raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,106 @@
+"""Reading frames and masks, writing index masks/probabilities (torch-free).
+
+Frames are RGB uint8 (H, W, 3); masks are index ("P" palette or "L") PNGs: value = object id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from s3rt.errors import InputError, ShapeError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS/PASCAL VOC colour map (bit-interleaved), 256 RGB entries flattened."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str            # stem used for output files
+    image: np.ndarray    # (H, W, 3) uint8 RGB
+
+
+def list_frames(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"frames folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """An RGB frame; grayscale/RGBA/CMYK files are refused with a clear message."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode != "RGB":
+                raise ShapeError(f"{path}: frame is '{mode}' mode, expected RGB "
+                                 f"({'grayscale' if mode in ('L', 'I', 'F', '1') else mode}); convert it to RGB")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: unreadable or corrupt image ({exc})") from exc
+
+
+def iter_frame_folder(folder: str | Path) -> Iterator[Frame]:
+    for p in list_frames(folder):
+        yield Frame(p.stem, read_frame(p))
+
+
+def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
+    """(H, W) int64 index mask and its palette (None if the PNG has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                return np.asarray(im, dtype=np.int64), im.getpalette()
+            if im.mode in ("L", "I", "I;16"):
+                return np.asarray(im).astype(np.int64), None
+            raise ShapeError(f"{path}: mask is '{im.mode}' mode; expected an index mask (palette 'P' or "
+                             "grayscale 'L' PNG where pixel value = object id)")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: unreadable or corrupt mask ({exc})") from exc
+
+
+def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an index mask."""
+    return np.asarray(Image.fromarray(mask.astype(np.int32), mode="I").resize(
+        (size_hw[1], size_hw[0]), Image.NEAREST)).astype(np.int64)
+
+
+def write_index_mask(path: str | Path, index: np.ndarray, palette: list[int] | None) -> None:
+    if index.max(initial=0) > 255:
+        raise InputError(f"object id {int(index.max())} does not fit an 8-bit palette PNG (ids must be <= 255)")
+    im = Image.fromarray(index.astype(np.uint8), mode="P")
+    im.putpalette(palette or davis_palette())
+    im.save(path)
+
+
+def sorted_probabilities(probs: np.ndarray, object_ids: list[int]) -> tuple[np.ndarray, list[int]]:
+    """Reorder (N+1, H, W) channels so objects follow sorted id order (background stays first)."""
+    order = np.argsort(object_ids, kind="stable")
+    return probs[np.concatenate([[0], order + 1])], [object_ids[i] for i in order]

@@ -1,0 +1,54 @@
+"""Frame sources for `s3rt run`: a folder of frames, a video file (PyAV) or a camera (OpenCV)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+from s3rt.errors import ConfigError
+from s3rt.runtime.io import Frame, list_frames, read_frame
+
+
+@dataclass
+class FrameSource:
+    frames: Callable[[], Iterator[Frame]]
+    count: int | None
+    fps: float = 24.0
+
+
+def open_source(*, frames: str | None = None, video: str | None = None, camera: int | None = None,
+                max_frames: int | None = None) -> FrameSource:
+    given = [x for x in (frames, video, camera) if x is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one input: --frames DIR, --video FILE or --camera INDEX")
+    if frames is not None:
+        files = list_frames(frames)[:max_frames] if max_frames else list_frames(frames)
+
+        def gen() -> Iterator[Frame]:
+            for p in files:
+                yield Frame(p.stem, read_frame(p))
+        return FrameSource(gen, len(files))
+    if video is not None:
+        from s3rt.runtime.video import open_video
+        return open_video(video, max_frames=max_frames)
+    from s3rt.runtime.video import open_camera
+    return open_camera(int(camera), max_frames=max_frames)  # type: ignore[arg-type]
+
+
+class OverlayWriter:
+    """Collects frames + masks into an mp4 overlay (implemented in s3rt.runtime.video)."""
+
+    def __init__(self, path: str | Path, *, palette: list[int] | None, fps: float) -> None:
+        from s3rt.runtime.video import VideoOverlayWriter
+        self._writer = VideoOverlayWriter(path, palette=palette, fps=fps)
+
+    def add(self, frame: Frame, result: object) -> None:
+        self._writer.add(frame.image, result.index_mask)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._writer.close()
+
+

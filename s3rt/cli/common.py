@@ -1,0 +1,51 @@
+"""Argument groups shared by subcommands, so each flag is spelled one way everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+from s3rt.configs import InferenceConfig, list_configs
+
+
+def add_model_args(p: argparse.ArgumentParser, *, graphs: bool = True) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--config", choices=list_configs(), help="model variant for the torch backend / export "
+                   "(s3-base = ViT-B adapter, s3-r50 = ResNet-50, tiny = small test config)")
+    g.add_argument("--weights", metavar="W", help="checkpoint (.pth) in the reference layout; without it, seeded "
+                   "random weights are used and the masks are meaningless")
+    g.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
+    if graphs:
+        g.add_argument("--model", metavar="DIR", help="folder written by 's3rt export' (onnxruntime/tensorrt backends)")
+
+
+def add_backend_args(p: argparse.ArgumentParser, *, default: str = "torch") -> None:
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", default=default, choices=("torch", "onnxruntime", "tensorrt"),
+                   help=f"what runs the graphs (default {default})")
+    g.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:i] (default cpu)")
+    g.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"),
+                   help="ONNX Runtime execution provider (default: cpu, or cuda with --device cuda)")
+    g.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+
+
+def add_loop_args(p: argparse.ArgumentParser) -> None:
+    d = InferenceConfig()
+    g = p.add_argument_group("streaming settings (defaults = the DAVIS reference run)")
+    g.add_argument("--mem-every", type=int, default=d.mem_every, help=f"memory frame every N frames ({d.mem_every})")
+    g.add_argument("--max-mem-frames", type=int, default=d.max_mem_frames,
+                   help=f"memory frames per object group incl. the permanent first frame ({d.max_mem_frames})")
+    g.add_argument("--top-k", type=int, default=d.top_k, help=f"memory readout top-k ({d.top_k})")
+    g.add_argument("--max-objects", type=int, default=d.max_objects, help=f"object capacity ({d.max_objects})")
+    g.add_argument("--max-buckets", type=int, default=d.max_buckets,
+                   help=f"distinct frames on which objects may first appear ({d.max_buckets})")
+    g.add_argument("--size", type=int, default=480, help="shrink frames so the shorter side is at most this "
+                   "(reference: 480); 0 keeps the native size. Outputs are always at the frame's own size")
+
+
+def loop_settings(args: argparse.Namespace) -> InferenceConfig:
+    return InferenceConfig(mem_every=args.mem_every, max_mem_frames=args.max_mem_frames, top_k=args.top_k,
+                           max_objects=args.max_objects, max_buckets=args.max_buckets)
+
+
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging; full tracebacks on errors")

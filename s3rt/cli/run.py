@@ -1,0 +1,100 @@
+"""Segment a clip: give the first frame's mask, get a mask for every frame.
+
+Input is a folder of frames (sorted by name). The first-frame mask is an index/palette PNG
+(pixel value = object id); --masks DIR may hold more masks named like their frames, which add
+objects (or re-annotate them) on those frames. Output: <frame>.png index masks with the input
+palette, optionally <frame>.npy float32 (N+1, H, W) probabilities (background first, objects in
+sorted id order, at the frame's own resolution), plus report.json / report.md.
+
+examples:
+  s3rt run --config s3-base --weights s3.pth --frames clip/ --mask clip_mask.png --out out/
+  s3rt run --model exported/ --backend onnxruntime --frames clip/ --mask m.png --out out/ --save-probs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from s3rt.cli.common import add_backend_args, add_loop_args, add_model_args, add_verbose, loop_settings
+from s3rt.errors import ConfigError
+
+log = logging.getLogger("s3rt.run")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="segment a clip from a first-frame mask", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    add_backend_args(p)
+    src = p.add_argument_group("input")
+    src.add_argument("--frames", metavar="DIR", help="folder of RGB frames, processed in name order")
+    src.add_argument("--video", metavar="FILE", help="a video file (needs the 'video' extra: PyAV)")
+    src.add_argument("--camera", metavar="INDEX", type=int, help="a camera index (OpenCV); stop with Ctrl-C "
+                     "or --max-frames")
+    src.add_argument("--max-frames", type=int, help="stop after this many frames")
+    src.add_argument("--mask", metavar="PNG", help="first-frame index/palette mask (value = object id)")
+    src.add_argument("--masks", metavar="DIR", help="more masks named like their frames (<frame>.png)")
+    src.add_argument("--resize-masks", action="store_true",
+                     help="resize masks whose size differs from their frame (nearest) instead of failing")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    out.add_argument("--save-probs", action="store_true", help="also write <frame>.npy probabilities")
+    out.add_argument("--overlay", metavar="MP4", help="also write an overlay video (needs the 'video' extra)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_loop_args(p)
+    add_verbose(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from s3rt.runtime.backends import make_backend
+    from s3rt.runtime.io import read_mask
+    from s3rt.runtime.pipeline import mask_folder_lookup, run_clip
+    from s3rt.runtime.sources import open_source
+    from s3rt.runtime.tracker import Tracker
+
+    if args.mask is None:
+        raise ConfigError("--mask is required: the first frame's index mask")
+    if args.backend == "torch" and args.config is None and args.model is None:
+        raise ConfigError("choose a model: --config NAME [--weights W] for the torch backend")
+    config = args.config
+    if args.backend == "torch" and config is None:
+        from s3rt.runtime.manifest import load_manifest
+        config = load_manifest(args.model).model.name
+    backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
+                           device=args.device, provider=args.provider, threads=args.threads, seed=args.seed)
+    notes = []
+    random_weights = args.backend == "torch" and args.weights is None
+    if random_weights:
+        msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "
+               "(useful only to test the pipeline and measure speed)")
+        log.warning(msg)
+        notes.append(msg)
+    source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames)
+    first_mask, palette = read_mask(args.mask)
+    settings = loop_settings(args)
+    with backend:
+        tracker = Tracker(backend, settings if args.backend == "torch" else None,
+                          max_short_side=args.size or None)
+        overlay = None
+        if args.overlay:
+            from s3rt.runtime.sources import OverlayWriter
+            overlay = OverlayWriter(args.overlay, palette=palette, fps=source.fps)
+        try:
+            report = run_clip(tracker, source.frames(), first_mask=first_mask, out_dir=Path(args.out),
+                              palette=palette, extra_masks=mask_folder_lookup(Path(args.masks) if args.masks else None,
+                                                                              resize=args.resize_masks),
+                              save_probs=args.save_probs, total=source.count, progress=not args.no_progress,
+                              resize_masks=args.resize_masks,
+                              on_result=overlay.add if overlay is not None else None)
+        finally:
+            if overlay is not None:
+                overlay.close()
+    report.notes += notes
+    report.write(Path(args.out))
+    s = report.summary()
+    print(f"wrote {report.frames} masks for objects {report.object_ids} to {args.out} "
+          f"({s['fps']:.2f} FPS on {args.backend})" if s["fps"] else f"wrote {report.frames} masks to {args.out}")
+    return 0

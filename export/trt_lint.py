@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -211,8 +212,8 @@ def lint_onnx(model: str | Path | onnx.ModelProto, *, max_opset: int = 20,
                 report.problems.append(f"graph {kind} '{vi.name}' dim {i} is {d!r}: expected a static size or one "
                                        f"of the declared dynamic axes {sorted(declared)}")
 
-    _check_shape_inputs(graph, report)
-    _check_inferred_shapes(proto, report, declared)
+    tainted = _check_shape_inputs(graph, report)
+    _check_inferred_shapes(proto, report, declared, tainted)
     return report
 
 
@@ -255,17 +256,20 @@ def _constant_values(graph: onnx.GraphProto) -> dict:
                 for key in ("value_int", "value_ints", "value_float", "value_floats"):
                     v = _attr(node, key)
                     if v is not None:
-                        import numpy as np
                         values[node.output[0]] = np.asarray(v)
     return values
 
 
-def _check_shape_inputs(graph: onnx.GraphProto, report: LintReport) -> None:
-    """Shape-like inputs must come from constants or Shape arithmetic, never from tensor data."""
+def _check_shape_inputs(graph: onnx.GraphProto, report: LintReport) -> set[str]:
+    """Shape-like inputs must come from constants or Shape arithmetic, never from tensor data.
+
+    Returns the outputs of the offending nodes (sources of data-dependent shapes).
+    """
     producers = {o: n for n in graph.node for o in n.output}
     constants = {i.name for i in graph.initializer}
     graph_inputs = {i.name for i in graph.input} - constants
     memo: dict[str, str | None] = {}
+    tainted: set[str] = set()
 
     def origin(name: str, depth: int = 0) -> str | None:
         """None if `name` is static-shape arithmetic; else the name of the data it derives from."""
@@ -298,12 +302,20 @@ def _check_shape_inputs(graph: onnx.GraphProto, report: LintReport) -> None:
             if idx < len(node.input) and node.input[idx]:
                 src = origin(node.input[idx])
                 if src is not None:
+                    tainted.update(o for o in node.output if o)
                     report.problems.append(
                         f"node '{node.name or node.output[0]}' ({node.op_type}): input {idx} "
                         f"'{node.input[idx]}' is computed from tensor data ({src}): data-dependent shape")
+    return tainted
 
 
-def _check_inferred_shapes(proto: onnx.ModelProto, report: LintReport, declared: set[str]) -> None:
+def _check_inferred_shapes(proto: onnx.ModelProto, report: LintReport, declared: set[str],
+                           tainted: set[str]) -> None:
+    """Unknown ranks/dims are problems downstream of a data-dependent shape, notes elsewhere.
+
+    ONNX's inference cannot follow every static shape computation (e.g. Slice bounds computed
+    with Mod, as torch emits for unflatten); TensorRT evaluates those at build time.
+    """
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises several error types
@@ -311,32 +323,42 @@ def _check_inferred_shapes(proto: onnx.ModelProto, report: LintReport, declared:
         return
     graph = inferred.graph
     known = {vi.name: vi for vi in (*graph.value_info, *graph.output, *graph.input)}
-    custom_outputs = {o for n in graph.node if n.domain not in ("", "ai.onnx") for o in n.output}
+    tainted = set(tainted)
     invented: set[str] = set()
-    for node in graph.node:
+    unresolved: list[str] = []
+    for node in graph.node:                               # topological order: propagate taint forward
+        custom = node.domain not in ("", "ai.onnx")
+        if node.op_type in DATA_DEPENDENT_OPS or any(i in tainted for i in node.input):
+            tainted.update(o for o in node.output if o)
         for out in node.output:
             if not out:
                 continue
             vi = known.get(out)
             where = f"'{out}' (output of {node.op_type} '{node.name or out}')"
-            if vi is None or not vi.type.HasField("tensor_type"):
-                if out in custom_outputs:
-                    report.problems.append(f"{where}: no shape known for a custom op's output; add value_info "
-                                           "so that shapes propagate")
+            dims = _dims(vi) if vi is not None and vi.type.HasField("tensor_type") else None
+            if dims is None and custom:
+                tainted.add(out)
+                report.problems.append(f"{where}: no shape known for a custom op's output; add value_info "
+                                       "so that shapes propagate")
+                continue
+            bad = "unknown rank" if dims is None else ", ".join(f"dim {i} unknown" for i, d in enumerate(dims)
+                                                               if d is None)
+            if bad:
+                if out in tainted:
+                    report.problems.append(f"{where}: {bad}, downstream of a data-dependent shape")
                 else:
-                    report.problems.append(f"{where}: shape inference gives no type/shape")
-                continue
-            dims = _dims(vi)
-            if dims is None:
-                report.problems.append(f"{where}: unknown rank")
-                continue
-            for i, d in enumerate(dims):
-                if d is None:
-                    report.problems.append(f"{where}: dim {i} is unknown after shape inference")
-                elif isinstance(d, str) and d not in declared:
+                    unresolved.append(out)
+            for d in dims or ():
+                if isinstance(d, str) and d not in declared:
                     invented.add(d)
+    if unresolved:
+        report.notes.append(f"{len(unresolved)} tensor(s) with a rank or dim ONNX shape inference could not "
+                            f"resolve from static shape arithmetic (first: '{unresolved[0]}'); TensorRT "
+                            "evaluates these at build time")
     if invented:
-        report.notes.append(f"shape inference introduced symbols {sorted(invented)} (derived from the declared "
+        shown = sorted(invented)
+        more = f" and {len(shown) - 6} more" if len(shown) > 6 else ""
+        report.notes.append(f"shape inference introduced symbols {shown[:6]}{more} (derived from the declared "
                             "axes, resolved by TensorRT at run time)")
 
 

@@ -264,29 +264,37 @@ class Tracker:
         self.backend.copy_(self.sensory[:, :n], self._buffers["new_sensory"][:, :n])
 
     def _claim_slot(self) -> int | None:
-        """Pick the slot for this memory frame and update every bucket's validity (DESIGN)."""
+        """Pick the slot for this memory frame and update every bucket's validity (DESIGN).
+
+        A bucket's memory = its permanent first frame + its newest `max_mem_frames - 1` memory
+        frames. The frame that creates a bucket goes to that bucket's permanent slot (and is a
+        FIFO entry of the older buckets); any other frame goes to the next ring slot, which by
+        then has aged out of every bucket's FIFO.
+        """
         fifo_len = self.settings.max_mem_frames - 1
         new = [b for b in self._buckets if not b.has_frame]
         if len(new) > 1:
             raise InternalError("two buckets waiting for their first frame")
+        if not new and fifo_len == 0:
+            return None
+        if fifo_len > 0:
+            for bi, bucket in enumerate(self._buckets):   # make room: this frame evicts the oldest
+                while bucket.has_frame and len(bucket.fifo) >= fifo_len:
+                    self._valid_host[bi, bucket.fifo.popleft()] = False
         if new:
             slot = new[0].perm_slot
-        elif fifo_len > 0:
+        else:
             slot = self.settings.max_buckets + self._ring_next
             self._ring_next = (self._ring_next + 1) % fifo_len
             if self._valid_host[:, slot].any():
                 raise InternalError(f"ring slot {slot} reused while still valid")
-        else:
-            return None
         for bi, bucket in enumerate(self._buckets):
             if not bucket.has_frame:
                 bucket.has_frame = True
                 self._valid_host[bi, slot] = True
-                continue
-            self._valid_host[bi, slot] = True
-            bucket.fifo.append(slot)
-            while len(bucket.fifo) > fifo_len:
-                self._valid_host[bi, bucket.fifo.popleft()] = False
+            elif fifo_len > 0:
+                self._valid_host[bi, slot] = True
+                bucket.fifo.append(slot)
         self.backend.upload(self.bucket_valid, self._valid_host)
         return slot
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from s3rt import __version__
 from s3rt.configs import InferenceConfig, ModelConfig, get_config
-from s3rt.errors import ConfigError
+from s3rt.errors import ConfigError, InternalError
 from s3rt.export.model import S3Model, build_model
 from s3rt.export.model.s3 import run_graph
 from s3rt.export.model.weights import file_sha256
@@ -181,6 +181,7 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
             torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=spec.input_names,
                               output_names=spec.output_names, dynamic_axes=onnx_dynamic_axes(spec),
                               opset_version=opset, do_constant_folding=True, dynamo=False)
+        _annotate_io(path, spec)
         _check_onnx(path)
         files[name] = path.name
         if check_parity:
@@ -192,6 +193,30 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
     manifest.save()
     say(f"wrote {len(files)} graphs and manifest.json to {out}")
     return manifest, parity
+
+
+def _annotate_io(path: Path, spec: GraphSpec) -> None:
+    """Write the contract's shapes onto the graph's inputs/outputs.
+
+    The tracer leaves output dims it computed through Shape ops unnamed ("Reshape..._dim_2");
+    the contract knows them (static sizes, N, NB, N+1), and parity is checked at several N.
+    """
+    import onnx
+    model = onnx.load(str(path))
+    by_name = {t.name: t for t in (*spec.inputs, *spec.outputs)}
+    for value in (*model.graph.input, *model.graph.output):
+        want = by_name[value.name].shape
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(want):
+            raise InternalError(f"{spec.name}.{value.name}: rank {len(dims)} in ONNX, {len(want)} in the contract")
+        for dim, size in zip(dims, want):
+            if isinstance(size, int):
+                dim.ClearField("dim_param")
+                dim.dim_value = size
+            else:
+                dim.ClearField("dim_value")
+                dim.dim_param = size
+    onnx.save(model, str(path))
 
 
 def _check_onnx(path: Path) -> None:

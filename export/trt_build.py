@@ -286,14 +286,17 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
                   timing_cache: str | Path | None = None, max_objects: int | None = None,
                   out_dir: str | Path | None = None, progress: bool | Callable[[str], None] = True,
                   fp16_mode: str = "typed", opt_objects: int = 2, device: int = 0,
-                  graphs: tuple[str, ...] = GRAPH_ORDER, verbose: bool = False) -> EngineManifest:
+                  graphs: tuple[str, ...] = GRAPH_ORDER, deform_plugin: bool = False,
+                  verbose: bool = False) -> EngineManifest:
     """Build one engine per graph of the export in `model_dir`; returns the written EngineManifest.
 
     precision: "fp32" or "fp16" (see module docstring for the fp32 islands). workspace_mib:
     builder workspace limit (None: TensorRT's default, all device memory). timing_cache: file to
     load, extend and save. max_objects: lower the N profile's max below the export's capacity.
-    out_dir: default MODEL_DIR/engines. fp16_mode: "typed" or "constraints". Needs TensorRT and an
-    NVIDIA GPU (engines are built on the machine that will run them).
+    out_dir: default MODEL_DIR/engines. fp16_mode: "typed" or "constraints". deform_plugin: build
+    spatial_semantic with TensorRT's MultiscaleDeformableAttnPlugin_TRT in place of the GridSample
+    deformable sampling (s3rt.export.trt_surgery; the rewritten ONNX is kept in <out>/onnx_plugin/).
+    Needs TensorRT and an NVIDIA GPU (engines are built on the machine that will run them).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
@@ -342,8 +345,16 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
         network_flags = 0
         source: bytes | Path = onnx_path
         keep: dict[str, str] = {}
+        model = None
+        if deform_plugin and graph == "spatial_semantic":
+            from s3rt.export.trt_surgery import use_trt_deform_plugin
+            plugin_dir = out / "onnx_plugin"
+            plugin_dir.mkdir(parents=True, exist_ok=True)
+            model, sites = use_trt_deform_plugin(onnx_path, plugin_dir / f"{graph}.onnx")
+            say(f"[{i}/{len(graphs)}] {graph}: {sites} deformable-attention site(s) -> MultiscaleDeformableAttnPlugin_TRT")
+            source = model.SerializeToString()
         if precision == "fp16":
-            model = onnx.load(str(onnx_path))
+            model = model if model is not None else onnx.load(str(onnx_path))
             keep = fp32_nodes(model, graph)
             islands[graph] = sorted(keep)
             if fp16_mode == "typed":
@@ -409,7 +420,8 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
         compute_capability=machine.compute_capability, precision=precision, engines=entries, s3rt_version=__version__,
         fp16_mode=fp16_mode if precision == "fp16" else None, workspace_mib=workspace_mib,
         max_objects=max_objects or manifest.settings.max_objects, max_buckets=manifest.settings.max_buckets,
-        cuda_runtime=machine.cuda_runtime, model_dir=str(manifest.root), fp32_layers=islands)
+        cuda_runtime=machine.cuda_runtime, model_dir=str(manifest.root), fp32_layers=islands,
+        extra={"deform_plugin": bool(deform_plugin)})
     path = result.save()
     say(f"wrote {len(entries)} engines and {path}")
     return result

@@ -9,6 +9,13 @@ sorted id order, at the frame's own resolution), plus report.json / report.md.
 examples:
   s3rt run --config s3-base --weights s3.pth --frames clip/ --mask clip_mask.png --out out/
   s3rt run --model exported/ --backend onnxruntime --frames clip/ --mask m.png --out out/ --save-probs
+  s3rt run --config tiny --video clip.mp4 --mask first.png --max-frames 100 --overlay overlay.mp4 --out out/
+
+A DAVIS-layout dataset (--dataset ROOT: JPEGImages[/480p]/<seq>/, Annotations[/480p]/<seq>/00000.png,
+ImageSets/2017/<split>.txt) runs every sequence from its first-frame annotation only, writing
+OUT/<seq>/<frame>.png, a report per sequence and OUT/summary.json / summary.md; then score it:
+  s3rt run --config s3-base --weights s3.pth --dataset DAVIS/ --split val --out results/
+  s3rt eval --pred results/ --gt DAVIS/Annotations/480p --sequences <the val sequences; the summary prints the line>
 """
 
 from __future__ import annotations
@@ -33,7 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--video", metavar="FILE", help="a video file (needs the 'video' extra: PyAV)")
     src.add_argument("--camera", metavar="INDEX", type=int, help="a camera index (OpenCV); stop with Ctrl-C "
                      "or --max-frames")
-    src.add_argument("--max-frames", type=int, help="stop after this many frames")
+    src.add_argument("--dataset", metavar="ROOT", help="a DAVIS-layout dataset: run every sequence from its "
+                     "first-frame annotation (no --mask)")
+    src.add_argument("--split", metavar="NAME", help="with --dataset: sequences listed in "
+                     "ImageSets/2017/NAME.txt, e.g. val (default: every sequence folder)")
+    src.add_argument("--sequences", metavar="A,B", help="with --dataset: only these sequences")
+    src.add_argument("--max-frames", type=int, help="stop after this many frames (per sequence with --dataset)")
     src.add_argument("--mask", metavar="PNG", help="first-frame index/palette mask (value = object id)")
     src.add_argument("--masks", metavar="DIR", help="more masks named like their frames (<frame>.png)")
     src.add_argument("--resize-masks", action="store_true",
@@ -49,14 +61,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from s3rt.runtime.backends import make_backend
-    from s3rt.runtime.io import read_mask
-    from s3rt.runtime.pipeline import mask_folder_lookup, run_clip
-    from s3rt.runtime.sources import open_source
-    from s3rt.runtime.tracker import Tracker
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.dataset is not None:
+        clip_only = [f for f, v in (("--frames", args.frames), ("--video", args.video), ("--camera", args.camera),
+                                    ("--mask", args.mask), ("--masks", args.masks), ("--overlay", args.overlay))
+                     if v is not None]
+        if clip_only:
+            raise ConfigError(f"--dataset runs every sequence from its own first annotation; drop {', '.join(clip_only)}")
+    else:
+        with_dataset = [f for f, v in (("--split", args.split), ("--sequences", args.sequences)) if v is not None]
+        if with_dataset:
+            raise ConfigError(f"{', '.join(with_dataset)} only apply with --dataset ROOT")
+        if args.mask is None:
+            raise ConfigError("--mask is required: the first frame's index mask (or use --dataset ROOT)")
+    backend, notes = _backend(args)
+    if args.dataset is not None:
+        return _run_dataset(args, backend, notes)
+    return _run_clip(args, backend, notes)
 
-    if args.mask is None:
-        raise ConfigError("--mask is required: the first frame's index mask")
+
+def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
+    from s3rt.runtime.backends import make_backend
+
     if args.backend == "torch" and args.config is None and args.model is None:
         raise ConfigError("choose a model: --config NAME [--weights W] for the torch backend")
     config = args.config
@@ -66,28 +93,42 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
                            device=args.device, provider=args.provider, threads=args.threads, seed=args.seed)
     notes = []
-    random_weights = args.backend == "torch" and args.weights is None
-    if random_weights:
+    if args.backend == "torch" and args.weights is None:
         msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "
                "(useful only to test the pipeline and measure speed)")
         log.warning(msg)
         notes.append(msg)
+    return backend, notes
+
+
+def _tracker_factory(args: argparse.Namespace, backend: object):
+    from s3rt.runtime.tracker import Tracker
+
+    settings = loop_settings(args) if args.backend == "torch" else None   # graphs carry their own
+    return lambda: Tracker(backend, settings, max_short_side=args.size or None)
+
+
+def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
+    from s3rt.runtime.io import read_mask
+    from s3rt.runtime.pipeline import mask_folder_lookup, run_clip
+    from s3rt.runtime.sources import open_source
+
     source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames)
     first_mask, palette = read_mask(args.mask)
-    settings = loop_settings(args)
     with backend:
-        tracker = Tracker(backend, settings if args.backend == "torch" else None,
-                          max_short_side=args.size or None)
+        tracker = _tracker_factory(args, backend)()
         overlay = None
         if args.overlay:
             from s3rt.runtime.sources import OverlayWriter
             overlay = OverlayWriter(args.overlay, palette=palette, fps=source.fps)
         try:
+            # run_clip lists the frames when total is None; a camera (or a video of unknown
+            # length) must stream instead, so pass 0 = "length unknown" to the progress bar
             report = run_clip(tracker, source.frames(), first_mask=first_mask, out_dir=Path(args.out),
                               palette=palette, extra_masks=mask_folder_lookup(Path(args.masks) if args.masks else None,
                                                                               resize=args.resize_masks),
-                              save_probs=args.save_probs, total=source.count, progress=not args.no_progress,
-                              resize_masks=args.resize_masks,
+                              save_probs=args.save_probs, total=source.count if source.count is not None else 0,
+                              progress=not args.no_progress, resize_masks=args.resize_masks,
                               on_result=overlay.add if overlay is not None else None)
         finally:
             if overlay is not None:
@@ -97,4 +138,22 @@ def run(args: argparse.Namespace) -> int:
     s = report.summary()
     print(f"wrote {report.frames} masks for objects {report.object_ids} to {args.out} "
           f"({s['fps']:.2f} FPS on {args.backend})" if s["fps"] else f"wrote {report.frames} masks to {args.out}")
+    if args.overlay:
+        print(f"wrote the overlay video {args.overlay}")
+    return 0
+
+
+def _run_dataset(args: argparse.Namespace, backend, notes: list[str]) -> int:
+    from s3rt.runtime.dataset import iter_dataset, run_dataset
+
+    wanted = [s for s in args.sequences.split(",")] if args.sequences is not None else None
+    sequences = list(iter_dataset(args.dataset, args.split, sequences=wanted))
+    log.info("%d sequences from %s%s", len(sequences), args.dataset, f" (split {args.split})" if args.split else "")
+    with backend:
+        report = run_dataset(_tracker_factory(args, backend), sequences, args.out, dataset=args.dataset,
+                             split=args.split, max_frames=args.max_frames, save_probs=args.save_probs,
+                             resize_masks=args.resize_masks, progress=not args.no_progress)
+    report.notes += notes
+    report.write(args.out)
+    print(report.markdown())
     return 0

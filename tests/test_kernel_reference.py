@@ -121,28 +121,55 @@ def test_blocking_rule_and_fully_blocked_rows():
     np.testing.assert_array_equal(blocked_t.numpy(), blocked)
 
 
-def test_ties_pick_the_first_index():
-    """Duplicated pixel vectors (and a scaled copy) give equal scores: the first allowed index wins."""
-    bn, p, q = 2, 64, 8
-    rng = np.random.default_rng(3)
-    distinct = rng.standard_normal((bn, 4, C)).astype(np.float32)
-    pixel = distinct[:, np.arange(p) % 4, :].copy()                  # every vector appears 16 times
+def make_exact_tie_inputs(bn: int, p: int, q: int, *, seed: int = 3):
+    """Inputs whose scores are exact in float32 whatever the summation order, with many exact ties.
+
+    Pixels are +-1 vectors (norm 16, so X^ = +-1/16 exactly), four distinct vectors repeated along P,
+    some scaled by 2 (same X^); K^ entries are +-1/16 (exactly unit norm). A head's score is then
+    (integer in [-32, 32]) / 256, so every implementation gets bitwise-equal scores and the
+    first-index rule alone decides. Returns (pixel, query_key, foreground, integer scores (BN, H, P, Q)).
+    """
+    rng = np.random.default_rng(seed)
+    distinct = rng.choice([-1.0, 1.0], size=(bn, 4, C)).astype(np.float32)
+    pixel = distinct[:, np.arange(p) % 4, :].copy()                  # every vector appears p/4 times
     pixel[:, 4::8, :] *= 2.0                                        # exact scaling: same X^
-    query_key = rng.standard_normal((bn, q, C)).astype(np.float32)
-    query_key /= np.linalg.norm(query_key, axis=-1, keepdims=True)
+    signs = rng.choice([-1.0, 1.0], size=(bn, q, C)).astype(np.float32)
+    query_key = signs / 16.0
     foreground = rng.random((bn, p)) < 0.5
-    g_np, i_np = ref.masked_query_gather_numpy(pixel, query_key, foreground, HEADS)
-    g_t, i_t = ref.masked_query_gather_torch(torch.from_numpy(pixel), torch.from_numpy(query_key),
-                                             torch.from_numpy(foreground), HEADS)
-    np.testing.assert_array_equal(i_np, i_t.numpy())
+    d = C // HEADS
+    int_scores = np.einsum("bphd,bqhd->bhpq", np.sign(pixel).reshape(bn, p, HEADS, d).astype(np.int64),
+                           signs.reshape(bn, q, HEADS, d).astype(np.int64))          # (BN, H, P, Q)
+    return pixel, query_key, foreground, int_scores
+
+
+def first_allowed_argmax(int_scores: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Brute force: for each (bn, h, q) the first allowed pixel with the maximal score -> (BN, H, Q)."""
+    bn, h, p, q = int_scores.shape
+    out = np.zeros((bn, h, q), np.int64)
     for b in range(bn):
         for qq in range(q):
             allowed = foreground[b] if qq < q // 2 else ~foreground[b]
-            first_of_kind = {}
-            for pp in np.flatnonzero(allowed):
-                first_of_kind.setdefault(pp % 4, pp)
-            assert set(i_np[b, :, qq]) <= set(first_of_kind.values())
-    # all-zero pixels: every score is +-0, torch and numpy take the first allowed pixel, X^ = 0
+            if not allowed.any():
+                allowed = np.ones(p, bool)
+            for hh in range(h):
+                candidates = np.flatnonzero(allowed)
+                best = int_scores[b, hh, candidates, qq].max()
+                out[b, hh, qq] = candidates[int_scores[b, hh, candidates, qq] == best][0]
+    return out
+
+
+def test_ties_pick_the_first_index():
+    """Exact ties (duplicated and scaled pixel vectors, quantised scores): the first allowed index wins."""
+    bn, p, q = 2, 64, 8
+    pixel, query_key, foreground, int_scores = make_exact_tie_inputs(bn, p, q)
+    expect = first_allowed_argmax(int_scores, foreground)
+    g_np, i_np = ref.masked_query_gather_numpy(pixel, query_key, foreground, HEADS)
+    g_t, i_t = ref.masked_query_gather_torch(torch.from_numpy(pixel), torch.from_numpy(query_key),
+                                             torch.from_numpy(foreground), HEADS)
+    np.testing.assert_array_equal(i_np, expect)
+    np.testing.assert_array_equal(i_t.numpy(), expect)
+    assert np.all(np.abs(g_np) == np.float32(1 / 16)) and torch.equal(g_t, torch.from_numpy(g_np))
+    # all-zero pixels: every score is +-0, both take the first allowed pixel, X^ = 0
     zeros = np.zeros((1, 10, C), np.float32)
     fg = np.array([[False, False, True] + [False] * 7])
     g0, i0 = ref.masked_query_gather_numpy(zeros, query_key[:1], fg, HEADS)
@@ -363,20 +390,24 @@ def test_cuda_kernel_matches_reference(bn, p, q, heads, dtype):
 @requires_cuda
 def test_cuda_kernel_ties_zeros_and_misaligned_inputs():
     ext = torch_op.load_cuda_extension()
-    bn, p, q = 2, 64, 16
-    rng = np.random.default_rng(4)
-    distinct = rng.standard_normal((bn, 4, C)).astype(np.float32)
-    pixel = distinct[:, np.arange(p) % 4, :].copy()
-    pixel[1, :] = 0.0                                                  # all scores +-0 for object 1
-    _, query_key, foreground = make_inputs(bn, p, q, seed=4, blocked_rows=False)
-    g_ref, i_ref = ref.masked_query_gather_numpy(pixel, query_key, foreground, HEADS)
+    bn, p, q = 3, 200, 16
+    pixel, query_key, foreground, int_scores = make_exact_tie_inputs(bn, p, q, seed=4)
+    pixel[2] = 0.0                                                     # all scores +-0 for object 2
+    int_scores[2] = 0
+    expect = first_allowed_argmax(int_scores, foreground)
+    g_ref, _ = ref.masked_query_gather_numpy(pixel, query_key, foreground, HEADS)
     dev = torch.device("cuda")
-    gathered, index = ext.masked_query_gather(torch.from_numpy(pixel).to(dev), torch.from_numpy(query_key).to(dev),
-                                              torch.from_numpy(foreground).to(dev), HEADS)
-    np.testing.assert_array_equal(index.cpu().numpy(), i_ref)          # exact ties: first index
-    np.testing.assert_allclose(gathered.cpu().numpy(), g_ref, rtol=0, atol=1e-6)
+    for dtype in (torch.float32, torch.float16):                       # both exact in fp16 too
+        qk = torch.from_numpy(query_key).to(dev, dtype)
+        gathered, index = ext.masked_query_gather(torch.from_numpy(pixel).to(dev, dtype), qk,
+                                                  torch.from_numpy(foreground).to(dev), HEADS)
+        np.testing.assert_array_equal(index.cpu().numpy(), expect)     # exact ties: first index
+        np.testing.assert_array_equal(gathered.float().cpu().numpy(), g_ref)
     # a view starting 4 bytes into its storage: the binding copies it to an aligned buffer
-    flat = torch.from_numpy(np.concatenate([[0.0], pixel.ravel()]).astype(np.float32)).to(dev)
+    px32 = torch.from_numpy(pixel).to(dev)
+    gathered, index = ext.masked_query_gather(px32, torch.from_numpy(query_key).to(dev),
+                                              torch.from_numpy(foreground).to(dev), HEADS)
+    flat = torch.cat([torch.zeros(1, device=dev), px32.flatten()])
     shifted = flat[1:].view(bn, p, C)
     assert shifted.data_ptr() % 16 != 0
     g2, i2 = ext.masked_query_gather(shifted, torch.from_numpy(query_key).to(dev),

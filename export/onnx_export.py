@@ -139,8 +139,14 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
                  weights: str | Path | None = None, seed: int = 0, max_objects: int = 8,
                  memory_frames: int = 5, max_buckets: int = 4, top_k: int = 30, mem_every: int = 5,
                  opset: int = 17, model: S3Model | None = None, check_parity: bool = True,
+                 fused_attention_node: bool = False,
                  progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[ParityRow]]:
-    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and parity rows."""
+    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and parity rows.
+
+    fused_attention_node: emit DQ_CA's gather in query_attention as one custom node
+    (s3rt::MaskedQueryGather) for the TensorRT plugin; ONNX Runtime cannot run that graph, so its
+    parity check is replaced by a structure check. Default: standard ONNX ops only.
+    """
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise ConfigError(f"opset {opset} not supported: choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(17+ for LayerNormalization; TensorRT's parser is checked up to 20)")
@@ -168,6 +174,10 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
         with torch.no_grad():
             pos_embed = model.pixel_encoder.interpolated_pos_embed(geo.h, geo.w).detach().clone()
 
+    if fused_attention_node:
+        from s3rt.kernels.masked_query_attention.torch_op import register_onnx_symbolic
+        register_onnx_symbolic(opset)
+        model.use_fused_query_gather(True)
     files, parity = {}, []
     for i, name in enumerate(GRAPH_ORDER, 1):
         spec = specs[name]
@@ -184,15 +194,48 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
         _annotate_io(path, spec)
         _check_onnx(path)
         files[name] = path.name
-        if check_parity:
+        if fused_attention_node and name == "query_attention":
+            _check_custom_node(path)
+        elif check_parity:
             parity += compare_onnx(path, module, inputs, spec)
+    if fused_attention_node:
+        model.use_fused_query_gather(False)
     manifest = Manifest(root=out, model=cfg, settings=settings, height=height, width=width, geometry=geo,
                         opset=opset, checkpoint_sha256=file_sha256(weights) if weights else None,
                         graphs=specs, files=files, s3rt_version=__version__,
-                        extra={"weights": "checkpoint" if weights else f"random(seed={seed})"})
+                        extra={"weights": "checkpoint" if weights else f"random(seed={seed})",
+                               "custom_ops": ["s3rt::MaskedQueryGather"] if fused_attention_node else []})
     manifest.save()
     say(f"wrote {len(files)} graphs and manifest.json to {out}")
     return manifest, parity
+
+
+def _check_custom_node(path: Path) -> None:
+    """Structure check of the plugin graph, and shapes for the custom node's outputs (ONNX shape
+    inference cannot see through a custom op): gathered (BN, Q, C), index (BN, heads, Q)."""
+    import onnx
+    from onnx import TensorProto, helper
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    nodes = [n for n in model.graph.node if n.domain == "s3rt"]
+    if not nodes or any(n.op_type != "MaskedQueryGather" for n in nodes):
+        raise InternalError(f"{path}: expected s3rt::MaskedQueryGather nodes, found {[n.op_type for n in nodes]}")
+    shapes = {v.name: v.type.tensor_type for v in (*model.graph.value_info, *model.graph.input)}
+    outs = {o for n in nodes for o in n.output}
+    stale = [v for v in model.graph.value_info if v.name in outs]     # the tracer's invented/empty entries
+    for v in stale:
+        model.graph.value_info.remove(v)
+
+    def dims(name: str) -> list:
+        return [d.dim_param or d.dim_value for d in shapes[name].shape.dim]
+
+    for node in nodes:
+        heads = next(a.i for a in node.attribute if a.name == "num_heads")
+        bn, _, c = dims(node.input[0])
+        q = dims(node.input[1])[1]
+        for out, elem, shape in ((node.output[0], shapes[node.input[0]].elem_type, [bn, q, c]),
+                                 (node.output[1], TensorProto.INT32, [bn, heads, q])):
+            model.graph.value_info.append(helper.make_tensor_value_info(out, elem, shape))
+    onnx.save(model, str(path))
 
 
 def _annotate_io(path: Path, spec: GraphSpec) -> None:

@@ -221,6 +221,10 @@ def _check_restrictions(graph: onnx.GraphProto, report: LintReport) -> None:
     consts = _constant_values(graph)
     for node in graph.node:
         where = f"node '{node.name or node.output[0]}' ({node.op_type})"
+        if node.op_type == "GridSample" and (report.opset or 0) >= 20:
+            report.problems.append(f"{where}: GridSample at opset {report.opset} gives wrong results in TensorRT "
+                                   "10.13 (NVIDIA/TensorRT#4646; opset 18 is correct): re-export with --opset 17..19 "
+                                   "or build with --deform-plugin")
         if node.op_type == "TopK":
             if _attr(node, "sorted", 1) != 1:
                 report.problems.append(f"{where}: TensorRT needs sorted=1")

@@ -159,3 +159,17 @@ def test_runtime_imports_and_runs_without_torch(exported, blob_clip, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_fused_attention_plugin_graph_structure_and_lint(tmp_path):
+    """The plugin option puts one s3rt::MaskedQueryGather per block in query_attention (ORT cannot
+    run it: structure and TensorRT lint are checked instead); the other graphs keep ORT parity."""
+    from s3rt.export.trt_lint import lint_onnx
+    manifest, rows = export_model("tiny", out_dir=tmp_path, height=H, width=W, fused_attention_node=True)
+    graph = onnx.load(str(tmp_path / "query_attention.onnx")).graph
+    custom = [n for n in graph.node if n.domain == "s3rt"]
+    assert [n.op_type for n in custom] == ["MaskedQueryGather"] * manifest.model.num_blocks
+    assert {a.name: a.i for a in custom[0].attribute if a.name == "num_heads"} == {"num_heads": 4}
+    assert lint_onnx(tmp_path / "query_attention.onnx")
+    assert "query_attention" not in {r.graph for r in rows} and max(r.max_abs for r in rows) < 1e-4
+    assert manifest.to_json()["custom_ops"] == ["s3rt::MaskedQueryGather"]

@@ -48,7 +48,7 @@ def assert_matches_reference(gathered, index, pixel, query_key, foreground, num_
 
     Indices must be equal except where the reference's top-2 score gap is below gap_tol; there the
     chosen pixel must be allowed and score within gap_tol of the best. ``gathered`` must equal X^ at
-    the chosen indices within atol.
+    the chosen indices within atol. Returns the number of index disagreements.
     """
     pixel64 = np.asarray(pixel, dtype=np.float64)
     key64 = np.asarray(query_key, dtype=np.float64)
@@ -229,10 +229,9 @@ def test_kernel_argmax_key_scheme_matches_reference(splits):
     bn, p, q = 3, 50, 8
     pixel, query_key, foreground = make_inputs(bn, p, q, seed=5)
     pixel[:, 20] = pixel[:, 3]                                       # exact ties
-    raw = ref.masked_query_scores_numpy(pixel, query_key, np.zeros((bn, p), bool), HEADS)  # any mask: unmasked
     raw = np.einsum("bhpd,bhqd->bhpq",
                     ref.normalize_numpy(pixel).reshape(bn, p, HEADS, -1).transpose(0, 2, 1, 3),
-                    query_key.reshape(bn, q, HEADS, -1).transpose(0, 2, 1, 3)).astype(np.float32)
+                    query_key.reshape(bn, q, HEADS, -1).transpose(0, 2, 1, 3)).astype(np.float32)  # (BN, H, P, Q)
     raw[:, :, 40:45, :] = -0.0                                      # signed zeros must tie with +0
     raw[:, :, 45:50, :] = 0.0
     masked = np.where(ref.blocked_mask_numpy(foreground, q)[:, None], -np.inf, raw)
@@ -320,13 +319,17 @@ def test_onnx_custom_node_option_emits_s3rt_domain_node():
 def test_onnx_default_export_is_standard_ops_and_matches_reference():
     ort = pytest.importorskip("onnxruntime")
     args = _export_args()
-    model = _onnx_export(_CallsReference(), args)
+    model = _onnx_export(_CallsReference(), args,
+                         dynamic_shapes={"pixel": {0: "BN", 1: "P"}, "query_key": {0: "BN"},
+                                         "foreground": {0: "BN", 1: "P"}})
     assert {n.domain for n in model.graph.node} <= {""}
     assert {"ArgMax", "GatherElements", "Where"} <= {n.op_type for n in model.graph.node}
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    gathered, index = session.run(["gathered", "index"], {name: a.numpy() for name, a in
-                                                            zip(["pixel", "query_key", "foreground"], args)})
-    assert_matches_reference(gathered, index, args[0].numpy(), args[1].numpy(), args[2].numpy(), HEADS, atol=1e-6)
+    for inputs in (args, make_inputs(3, 30, 16, seed=21)):                # export size, then other BN and P
+        arrays = [np.asarray(a) for a in inputs]
+        gathered, index = session.run(["gathered", "index"],
+                                      dict(zip(["pixel", "query_key", "foreground"], arrays)))
+        assert_matches_reference(gathered, index, *arrays, HEADS, atol=1e-6)
     # a model that calls the op exports to the same standard ops once decomposed into the reference
     exported = torch_op.decompose_to_reference(torch.export.export(_CallsOp(), args))
     model_op = torch.onnx.export(exported, args, dynamo=True, verbose=False).model_proto
@@ -378,10 +381,10 @@ def test_cuda_kernel_matches_reference(bn, p, q, heads, dtype):
     gathered, index = ext.masked_query_gather(px, qk, fg, heads)
     assert gathered.dtype == dtype and index.dtype == torch.int64
     atol = 1e-6 if dtype == torch.float32 else 1e-3
-    n_near_ties = assert_matches_reference(gathered.float().cpu().numpy(), index.cpu().numpy(),
+    n_disagree = assert_matches_reference(gathered.float().cpu().numpy(), index.cpu().numpy(),
                                            px.float().cpu().numpy(), qk.float().cpu().numpy(), foreground,
                                            heads, atol=atol)
-    assert n_near_ties <= max(1, index.numel() // 100)
+    assert n_disagree <= max(1, index.numel() // 100)  # only near-ties may disagree, and rarely
     g_op, i_op = torch.ops.s3rt.masked_query_gather(px, qk, fg, heads)   # dispatch reaches the kernel
     assert torch.equal(g_op, gathered) and torch.equal(i_op, index)
 
@@ -487,4 +490,6 @@ def test_cmake_configures_without_nvcc(tmp_path):
     result = subprocess.run([cmake, "-S", str(REPO), "-B", str(tmp_path / "b")], capture_output=True,
                             text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "nvcc not found" in result.stdout
+    if "CUDA compiler - NOTFOUND" not in result.stdout:
+        pytest.skip("this cmake finds nvcc outside PATH: cannot hide it")
+    assert "nvcc not found: skipping" in result.stdout

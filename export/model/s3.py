@@ -212,6 +212,16 @@ class S3Model(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
 
     # -- helpers -------------------------------------------------------------------------------
+    def use_fused_query_gather(self, enabled: bool = True) -> None:
+        """Route DQ_CA's gather through the s3rt::masked_query_gather custom op (fused CUDA kernel
+        on CUDA tensors, reference elsewhere; exported as one custom ONNX node for the plugin)."""
+        from s3rt.export.model.object_transformer import masked_query_gather
+        fn = masked_query_gather
+        if enabled:
+            from s3rt.kernels.masked_query_attention.torch_op import masked_query_gather as fn  # noqa: F811
+        for block in self.object_transformer.blocks:
+            block.read_from_pixel.gather_fn = fn
+
     def normalize(self, image: Tensor) -> Tensor:
         return (image - self.pixel_mean) / self.pixel_std
 

@@ -99,7 +99,7 @@ def masked_query_scores_numpy(pixel: np.ndarray, query_key: np.ndarray, foregrou
     k_hat = np.asarray(query_key).astype(x_hat.dtype)                       # (BN, Q, C)
     xh = x_hat.reshape(bn, p, num_heads, d).transpose(0, 2, 1, 3)           # (BN, P, C) -> (BN, H, P, D)
     kh = k_hat.reshape(bn, q, num_heads, d).transpose(0, 2, 3, 1)           # (BN, Q, C) -> (BN, H, D, Q)
-    scores = xh @ kh                                                        # (BN, H, P, D) @ (BN, H, D, Q) -> (BN, H, P, Q)
+    scores = xh @ kh                                                    # (BN, H, P, D) @ (BN, H, D, Q) -> (BN, H, P, Q)
     blocked = blocked_mask_numpy(foreground, q)                             # (BN, P, Q)
     return np.where(blocked[:, None, :, :], -np.inf, scores)               # (BN, H, P, Q)
 
@@ -176,14 +176,14 @@ def masked_query_gather_torch(pixel: "torch.Tensor", query_key: "torch.Tensor", 
     compute = torch.float64 if pixel.dtype == torch.float64 else torch.float32
     x_hat = F.normalize(pixel.to(compute), p=2.0, dim=-1, eps=NORM_EPS)     # (BN, P, C)
     k_hat = query_key.to(compute)                                           # (BN, Q, C)
-    xh = x_hat.unflatten(-1, (num_heads, d)).transpose(1, 2)                # (BN, P, C) -> (BN, P, H, D) -> (BN, H, P, D)
-    kh = k_hat.unflatten(-1, (num_heads, d)).permute(0, 2, 3, 1)            # (BN, Q, C) -> (BN, Q, H, D) -> (BN, H, D, Q)
-    scores = torch.matmul(xh, kh)                                           # (BN, H, P, D) @ (BN, H, D, Q) -> (BN, H, P, Q)
+    xh = x_hat.unflatten(-1, (num_heads, d)).transpose(1, 2)              # (BN, P, C) -> (BN, P, H, D) -> (BN, H, P, D)
+    kh = k_hat.unflatten(-1, (num_heads, d)).permute(0, 2, 3, 1)          # (BN, Q, C) -> (BN, Q, H, D) -> (BN, H, D, Q)
+    scores = torch.matmul(xh, kh)                                       # (BN, H, P, D) @ (BN, H, D, Q) -> (BN, H, P, Q)
     blocked = blocked_mask_torch(foreground, q)                             # (BN, P, Q)
     neg_inf = torch.full((), float("-inf"), dtype=compute, device=scores.device)
-    scores = torch.where(blocked[:, None, :, :], neg_inf, scores)           # (BN, 1, P, Q) | (BN, H, P, Q) -> (BN, H, P, Q)
+    scores = torch.where(blocked[:, None, :, :], neg_inf, scores)       # (BN, 1, P, Q) | (BN, H, P, Q) -> (BN, H, P, Q)
     index = torch.argmax(scores, dim=2)                                     # (BN, H, Q) int64, first max on ties
     gather_index = index[:, :, :, None].expand(-1, -1, -1, d)               # (BN, H, Q) -> (BN, H, Q, D)
     gathered = torch.gather(xh, 2, gather_index)                            # (BN, H, P, D) -> (BN, H, Q, D)
-    gathered = gathered.transpose(1, 2).flatten(2)                          # (BN, H, Q, D) -> (BN, Q, H, D) -> (BN, Q, C)
+    gathered = gathered.transpose(1, 2).flatten(2)                        # (BN, H, Q, D) -> (BN, Q, H, D) -> (BN, Q, C)
     return gathered.to(pixel.dtype), index

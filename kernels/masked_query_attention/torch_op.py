@@ -146,7 +146,7 @@ class _LazyExtension:
                     name=_EXTENSION_NAME,
                     sources=[str(KERNEL_SOURCE)],
                     extra_include_paths=[str(KERNEL_SOURCE.parent)],
-                    extra_cuda_cflags=["-O3", "-std=c++17"],
+                    extra_cuda_cflags=["-O3"],  # torch adds its own -std, arch and half-type flags
                     verbose=verbose,
                 )
             except Exception as exc:  # noqa: BLE001 - compiler/loader failures of any kind

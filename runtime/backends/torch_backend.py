@@ -22,7 +22,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, config: str | ModelConfig, *, weights: str | Path | None = None, device: str = "cpu",
-                 seed: int = 0, model: Any = None) -> None:
+                 seed: int = 0, model: Any = None, fused_kernel: bool = True) -> None:
         super().__init__()
         self._cfg = get_config(config) if isinstance(config, str) else config
         self._weights = weights
@@ -30,6 +30,7 @@ class TorchBackend(Backend):
         self._seed = seed
         self._model = model
         self._top_k_default = 30
+        self._fused = fused_kernel
 
     @property
     def model_config(self) -> ModelConfig:
@@ -50,6 +51,12 @@ class TorchBackend(Backend):
             from s3rt.export.model import build_model
             self._model = build_model(self._cfg, weights=self._weights, seed=self._seed)
         self._model = self._model.to(self._device).eval()
+        self.fused_kernel = False
+        if self._device.type == "cuda" and self._fused:
+            from s3rt.kernels.masked_query_attention.torch_op import is_cuda_kernel_available
+            if is_cuda_kernel_available():
+                self._model.use_fused_query_gather(True)
+                self.fused_kernel = True
         from s3rt.export.model.s3 import run_graph
         self._run_graph = run_graph
         self._torch = torch
@@ -94,7 +101,7 @@ class TorchBackend(Backend):
     def describe(self) -> dict:
         torch = torch_mod.load()
         info = {"backend": self.name, "device": self._device_name, "torch": torch.__version__,
-                "config": self._cfg.name}
+                "config": self._cfg.name, "fused_query_gather": getattr(self, "fused_kernel", False)}
         if self._device_name.startswith("cuda") and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
         return info

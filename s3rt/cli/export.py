@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime comparison")
+    p.add_argument("--fused-attention-plugin", action="store_true",
+                   help="emit the masked query attention as one s3rt::MaskedQueryGather node for the TensorRT "
+                        "plugin (kernels/); ONNX Runtime cannot run that graph. Default: standard ops")
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     _, rows = export_model(args.config, out_dir=args.out, height=args.height, width=args.width, weights=args.weights,
                            seed=args.seed, max_objects=args.max_objects, memory_frames=args.memory_frames,
                            max_buckets=args.max_buckets, top_k=args.top_k, mem_every=args.mem_every,
-                           opset=args.opset, check_parity=not args.no_parity, progress=say)
+                           opset=args.opset, check_parity=not args.no_parity, progress=say,
+                           fused_attention_node=args.fused_attention_plugin)
     if rows:
         worst = max(rows, key=lambda r: r.max_abs)
         print(f"ONNX Runtime vs PyTorch: worst max abs error {worst.max_abs:.2e} ({worst.graph}.{worst.output})")

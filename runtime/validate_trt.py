@@ -1,0 +1,224 @@
+"""Validate TensorRT engines against ONNX Runtime: per subgraph (Polygraphy) and end to end (mask IoU).
+
+`validate_tensorrt(model_dir, precision)` is what `s3rt validate --backend tensorrt` calls. Torch-free;
+needs TensorRT, cuda-python, Polygraphy and ONNX Runtime, and a GPU.
+
+1. Per subgraph: Polygraphy's `Comparator` runs each engine (TrtRunner) and its ONNX graph
+   (OnnxrtRunner, CPU) on the same seeded inputs for every object count in `objects`, and checks
+   every output with `CompareFunc.simple(atol, rtol)` (|a - b| <= atol + rtol * |b|):
+     fp32: atol 1e-3, rtol 1e-3 (TF32 is disabled in fp32 builds);
+     fp16: atol 5e-2, rtol 5e-2 — diagnostic only: the masked cross-attention's argmax is
+     discontinuous, so an fp16 engine may flip a few attention targets and still segment well.
+2. End to end: the tracker runs a clip on the TensorRT backend and on the ONNX Runtime backend;
+   per frame and object the IoU of the argmax masks is computed. fp32 needs mean IoU >= 0.99,
+   fp16 >= 0.95 (`min_iou` overrides). fp16 is judged by this, not by step 1.
+
+Inputs in step 1 are random but valid (bucket_valid has each bucket's permanent slot set,
+object_bucket indexes existing buckets, probabilities in [0, 1]). Without `frames`, step 2 uses a
+synthetic clip of moving rectangles at the export's resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s3rt.errors import ConfigError
+from s3rt.optional import optional
+from s3rt.runtime.contract import GRAPH_ORDER, GraphSpec
+from s3rt.runtime.manifest import load_manifest
+
+log = logging.getLogger(__name__)
+
+polygraphy = optional("polygraphy", extra="tensorrt", min_version="0.49")
+
+TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (5e-2, 5e-2)}     # precision -> (atol, rtol)
+MIN_IOU = {"fp32": 0.99, "fp16": 0.95}
+
+
+@dataclass
+class OutputCheck:
+    graph: str
+    objects: int
+    output: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+
+
+@dataclass
+class TrtValidation:
+    """Truthy when every judged check passed (fp16: the IoU check; fp32: both)."""
+
+    precision: str
+    atol: float
+    rtol: float
+    outputs: list[OutputCheck] = field(default_factory=list)
+    mean_iou: float | None = None
+    min_iou: float | None = None
+    iou_threshold: float | None = None
+
+    @property
+    def subgraphs_passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    @property
+    def iou_passed(self) -> bool | None:
+        if self.mean_iou is None or self.iou_threshold is None:
+            return None
+        return self.mean_iou >= self.iou_threshold
+
+    def __bool__(self) -> bool:
+        if self.precision == "fp16" and self.iou_passed is not None:
+            return bool(self.iou_passed)
+        return self.subgraphs_passed and self.iou_passed is not False
+
+    def format(self) -> str:
+        lines = [f"TensorRT {self.precision} vs ONNX Runtime (atol {self.atol:g}, rtol {self.rtol:g})",
+                 "| graph | N | output | max abs | max rel | ok |", "|---|---:|---|---:|---:|---|"]
+        lines += [f"| {o.graph} | {o.objects} | {o.output} | {o.max_abs:.3g} | {o.max_rel:.3g} | "
+                  f"{'yes' if o.passed else 'NO'} |" for o in self.outputs]
+        if self.mean_iou is not None:
+            lines.append(f"end to end: mean mask IoU {self.mean_iou:.4f} (min {self.min_iou:.4f}), "
+                         f"threshold {self.iou_threshold}")
+        lines.append("PASSED" if self else "FAILED")
+        return "\n".join(lines)
+
+
+def random_inputs(spec: GraphSpec, objects: int, buckets: int, slots: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded, valid inputs for one graph at N = objects, NB = buckets."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for t in spec.inputs:
+        shape = t.concrete(N=objects, NB=buckets)
+        if t.name == "bucket_valid":
+            valid = rng.random(shape) < 0.5
+            valid[np.arange(shape[0]), np.arange(shape[0]) % slots] = True     # permanent slot of each bucket
+            feed[t.name] = valid
+        elif t.name == "object_bucket":
+            feed[t.name] = rng.integers(0, buckets, size=shape).astype(np.int64)
+        elif t.dtype == "int64":
+            feed[t.name] = np.zeros(shape, np.int64)
+        elif t.dtype == "bool":
+            feed[t.name] = np.ones(shape, bool)
+        else:
+            feed[t.name] = rng.random(shape, dtype=np.float32)
+    return feed
+
+
+def synthetic_clip(height: int, width: int, frames: int = 8, objects: int = 2,
+                   seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames (H, W, 3) uint8 of rectangles drifting over noise, and the first frame's index mask."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 80, size=(height, width, 3), dtype=np.uint8)
+    boxes = [(int(rng.integers(0, height // 2)), int(rng.integers(0, width // 2)),
+              max(4, height // 4), max(4, width // 4)) for _ in range(objects)]
+    colours = rng.integers(120, 255, size=(objects, 3), dtype=np.uint8)
+    clip, first = [], np.zeros((height, width), np.int64)
+    for t in range(frames):
+        frame = background.copy()
+        for k, (y, x, h, w) in enumerate(boxes):
+            y1, x1 = min(height - h, y + t), min(width - w, x + 2 * t)
+            frame[y1:y1 + h, x1:x1 + w] = colours[k]
+            if t == 0:
+                first[y1:y1 + h, x1:x1 + w] = k + 1
+        clip.append(frame)
+    return clip, first
+
+
+def clip_mask_iou(backend_a: Any, backend_b: Any, frames: list[np.ndarray], first_mask: np.ndarray) -> list[float]:
+    """Track `frames` with both backends from `first_mask`; IoU per (later frame, object)."""
+    from s3rt.runtime.tracker import Tracker
+    ta, tb = Tracker(backend_a, max_short_side=None), Tracker(backend_b, max_short_side=None)
+    ious = []
+    for t, frame in enumerate(frames):
+        mask = first_mask if t == 0 else None
+        ma, mb = ta.step(frame, mask=mask).index_mask, tb.step(frame, mask=mask).index_mask
+        if t == 0:
+            continue
+        for obj in ta.object_ids:
+            a, b = ma == obj, mb == obj
+            union = np.logical_or(a, b).sum()
+            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+    return ious
+
+
+def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_dir: str | Path | None = None,
+                      objects: tuple[int, ...] = (1, 2), graphs: tuple[str, ...] = GRAPH_ORDER, seed: int = 0,
+                      atol: float | None = None, rtol: float | None = None, end_to_end: bool = True,
+                      frames: list[np.ndarray] | None = None, first_mask: np.ndarray | None = None,
+                      min_iou: float | None = None, device: int = 0) -> TrtValidation:
+    """Compare the engines in `engine_dir` (default MODEL_DIR/engines) with the ONNX graphs.
+
+    Returns a truthy TrtValidation when they agree (see the module docstring for the tolerances
+    and how fp16 is judged). Raises MissingDependencyError / BackendError when TensorRT,
+    Polygraphy, ONNX Runtime or a GPU is missing, and BackendError if the engines were built
+    for another precision, TensorRT version or GPU.
+    """
+    if precision not in TOLERANCES:
+        raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(TOLERANCES)}")
+    manifest = load_manifest(model_dir)
+    default_atol, default_rtol = TOLERANCES[precision]
+    result = TrtValidation(precision=precision, atol=atol if atol is not None else default_atol,
+                           rtol=rtol if rtol is not None else default_rtol)
+    from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
+    trt_backend = TensorRTBackend(model_dir, engine_dir=engine_dir, device=device, precision=precision)
+    trt_backend.open()       # checks versions, GPU, precision and ONNX hashes before any comparison
+    try:
+        _compare_subgraphs(result, trt_backend, manifest, objects, graphs, seed)
+        if end_to_end:
+            from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+            if frames is None:
+                frames, first_mask = synthetic_clip(manifest.height, manifest.width, objects=min(
+                    2, trt_backend.capacity.max_objects), seed=seed)
+            elif first_mask is None:
+                raise ConfigError("frames given without first_mask")
+            with OnnxRuntimeBackend(model_dir, provider="cpu") as ort_backend:
+                ious = clip_mask_iou(trt_backend, ort_backend, frames, first_mask)
+            if ious:
+                result.mean_iou, result.min_iou = float(np.mean(ious)), float(np.min(ious))
+                result.iou_threshold = min_iou if min_iou is not None else MIN_IOU[precision]
+    finally:
+        trt_backend.close()
+    log.info("%s", result.format())
+    return result
+
+
+def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, objects: tuple[int, ...],
+                       graphs: tuple[str, ...], seed: int) -> None:
+    pg = polygraphy.load()
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    log.debug("polygraphy %s", pg.__version__)
+    engines = backend.engine_manifest
+    cap = backend.capacity
+    for graph in graphs:
+        spec = manifest.graphs[graph]
+        dynamic = any(isinstance(d, str) for t in spec.inputs for d in t.shape)
+        counts = sorted({min(n, cap.max_objects) for n in objects}) if dynamic else [1]
+        feeds = [random_inputs(spec, n, min(cap.max_buckets, 2), manifest.geometry.slots, seed + i)
+                 for i, n in enumerate(counts)]
+        runners = [
+            TrtRunner(EngineFromBytes(BytesFromPath(str(engines.path(graph)))), name=f"trt-{graph}"),
+            OnnxrtRunner(SessionFromOnnx(BytesFromPath(str(manifest.path(graph))),
+                                         providers=["CPUExecutionProvider"]), name=f"onnxrt-{graph}"),
+        ]
+        run_results = Comparator.run(runners, data_loader=feeds)
+        accuracy = Comparator.compare_accuracy(
+            run_results, compare_func=CompareFunc.simple(atol=result.atol, rtol=result.rtol))
+        for pair, iterations in accuracy.items():
+            for n, outputs in zip(counts, iterations):
+                for name, cmp in outputs.items():
+                    result.outputs.append(OutputCheck(graph, n, name, float(cmp.max_absdiff),
+                                                      float(cmp.max_reldiff), bool(cmp)))
+
+
+__all__ = ["MIN_IOU", "TOLERANCES", "TrtValidation", "clip_mask_iou", "random_inputs", "synthetic_clip",
+           "validate_tensorrt"]

@@ -24,8 +24,10 @@ How a run works
   synchronises CUDA around each call, so GPU subgraph times are exact but the proxy costs a
   little). FPS = measured frames / their summed latency.
 * ``--memory-trace``: RSS (VmRSS) after every ``trace_every``-th measured frame (default 500
-  frames, every 10), with first/last/difference and a least-squares slope: a stream that keeps
-  allocating shows up as a slope.
+  frames, every 10), with first/last/difference and a least-squares slope over the second half,
+  when the memory slots are full and every graph has run (the first memory frames after a short
+  warm-up still touch fresh buffers): a stream that keeps allocating shows up as a slope. The
+  benchmark's own per-frame timings (a few floats per frame, ~0.2 KB) are part of the RSS.
 
 JSON schema (``--json``)
 ------------------------
@@ -49,8 +51,10 @@ JSON schema (``--json``)
           "describe": {...},               # the backend's own description (device, versions)
           "vs_torch": {"pixel_agreement": f, "mean_iou": f},   # non-torch, when torch ran
           "memory_trace": {"every": int, "frame": [int], "rss_mb": [f], "first_mb": f,
-                           "last_mb": f, "delta_mb": f, "slope_mb_per_1000_frames": f,
-                           "max_mb": f, "flat": bool}          # with --memory-trace
+                           "last_mb": f, "delta_mb": f, "max_mb": f,      # with --memory-trace
+                           "second_half_delta_mb": f, "slope_mb_per_1000_frames": f,
+                           "flat": bool}   # slope: least squares over the second half;
+                                           # flat: slope x trace length <= max(4 MB, 1 % of first)
         }                                  # a failed backend: {"error": str} only
       },
       "ratios": {"<backend>/torch": float},   # fps(backend) / fps(torch): > 1 = faster
@@ -207,12 +211,16 @@ def _worker_backend(spec: dict):
 
 
 def _memory_summary(frames: list[int], rss: list[float], every: int) -> dict:
+    """First vs last RSS, and growth over the second half (steady state: memory slots full, every graph run)."""
     x, y = np.array(frames, float), np.array(rss, float)
-    slope = float(np.polyfit(x, y, 1)[0] * 1000) if len(x) >= 2 and np.ptp(x) > 0 else 0.0
-    delta = float(y[-1] - y[0])
+    half = x >= x[-1] / 2
+    xs, ys = x[half], y[half]
+    slope = float(np.polyfit(xs, ys, 1)[0] * 1000) if len(xs) >= 2 and np.ptp(xs) > 0 else 0.0
+    growth = slope * (x[-1] - x[0]) / 1000         # steady-state slope projected over the whole trace
     return {"every": every, "frame": frames, "rss_mb": [round(v, 2) for v in rss], "first_mb": float(y[0]),
-            "last_mb": float(y[-1]), "delta_mb": delta, "slope_mb_per_1000_frames": slope, "max_mb": float(y.max()),
-            "flat": bool(abs(delta) <= max(FLAT_TOLERANCE_MB, 0.01 * y[0]))}
+            "last_mb": float(y[-1]), "delta_mb": float(y[-1] - y[0]), "max_mb": float(y.max()),
+            "second_half_delta_mb": float(ys[-1] - ys[0]), "slope_mb_per_1000_frames": slope,
+            "flat": bool(abs(growth) <= max(FLAT_TOLERANCE_MB, 0.01 * y[0]))}
 
 
 def run_worker(spec: dict) -> dict:
@@ -568,12 +576,13 @@ def format_markdown(result: dict) -> str:
     if traces:
         lines += ["", "Memory trace (RSS every "
                   f"{next(iter(traces.values()))['every']} frames after warm-up):", "",
-                  "| backend | frames | RSS first MB | RSS last MB | last - first MB | slope MB / 1000 frames | "
-                  "max MB | flat |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "| backend | frames | RSS first MB | RSS last MB | last - first MB | second half MB | "
+                  "slope MB / 1000 frames (2nd half) | max MB | flat |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for b, t in traces.items():
             lines.append(f"| {b} | {t['frame'][-1] + 1} | {t['first_mb']:.1f} | {t['last_mb']:.1f} | "
-                         f"{t['delta_mb']:+.1f} | {t['slope_mb_per_1000_frames']:+.2f} | {t['max_mb']:.1f} | "
-                         f"{'yes' if t['flat'] else 'NO'} |")
+                         f"{t['delta_mb']:+.2f} | {t['second_half_delta_mb']:+.2f} | "
+                         f"{t['slope_mb_per_1000_frames']:+.3f} | {t['max_mb']:.1f} | {'yes' if t['flat'] else 'NO'} |")
     if result.get("sweep"):
         names = list(be)
         lines += ["", "Sweep (FPS):", "", "| size | objects | " + " | ".join(names) + " |"

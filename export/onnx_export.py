@@ -23,7 +23,7 @@ from s3rt.configs import InferenceConfig, ModelConfig, get_config
 from s3rt.errors import ConfigError, InternalError
 from s3rt.export.model import S3Model, build_model
 from s3rt.export.model.s3 import run_graph
-from s3rt.export.model.weights import file_sha256
+from s3rt.runtime.manifest import file_sha256
 from s3rt.runtime.contract import GRAPH_ORDER, Geometry, GraphSpec, graph_specs
 from s3rt.runtime.manifest import Manifest
 from s3rt.runtime.preprocess import FrameGeometry

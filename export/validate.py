@@ -14,7 +14,7 @@ import torch
 from s3rt.errors import CheckpointError
 from s3rt.export.model import S3Model, build_model
 from s3rt.export.onnx_export import ParityRow, SubgraphModule, compare_onnx, example_inputs, frame_features
-from s3rt.export.model.weights import file_sha256
+from s3rt.runtime.manifest import file_sha256
 from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.manifest import Manifest, load_manifest
 

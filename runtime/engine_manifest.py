@@ -12,7 +12,6 @@ shapes (min, opt, max) of every dynamic graph input, derived from the export's m
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from s3rt import __version__
 from s3rt.errors import BackendError, ConfigError, ModelFormatError
 from s3rt.runtime.contract import GRAPH_ORDER, GraphSpec
-from s3rt.runtime.manifest import Manifest
+from s3rt.runtime.manifest import Manifest, file_sha256
 
 FORMAT = "s3rt-trt-engines"
 FORMAT_VERSION = 1
@@ -184,14 +183,6 @@ def check_compatible(manifest: EngineManifest, machine: MachineInfo, *, precisio
     if precision is not None and precision != manifest.precision:
         raise BackendError(f"engines in {manifest.root} were built with precision {manifest.precision}, "
                            f"{precision} was asked for; {REBUILD_HINT} --precision {precision}")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_onnx_hashes(manifest: EngineManifest, model: Manifest) -> None:

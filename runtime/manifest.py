@@ -5,6 +5,7 @@ Written by `s3rt export`, read (and checked) by every graph backend. Torch-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,15 @@ from s3rt.runtime.contract import GRAPH_ORDER, Geometry, GraphSpec, TensorSpec
 
 FORMAT = "s3rt-onnx"
 FORMAT_VERSION = 1
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (checkpoints, graphs), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from s3rt.configs import InferenceConfig
 from s3rt.export.model import build_model

@@ -7,7 +7,6 @@ so every stage stays finite and unsaturated (good for tests and timing, meaningl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,17 +17,10 @@ from torch import Tensor, nn
 
 from s3rt.errors import CheckpointError
 
+
 log = logging.getLogger(__name__)
 
 NESTING_KEYS = ("model", "weights", "state_dict", "network", "module", "ema")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from s3rt.configs import InferenceConfig, ModelConfig
 from s3rt.errors import StateError
+
+if TYPE_CHECKING:
+    from s3rt.runtime.manifest import Manifest
 
 Array = Any   # numpy.ndarray, torch.Tensor, or a backend's device array
 
@@ -104,3 +108,35 @@ class Backend(ABC):
     def describe(self) -> dict:
         """Backend, device and versions, for reports and benchmark JSON."""
         return {"backend": self.name}
+
+
+class ExportedGraphsBackend(Backend):
+    """A backend that runs an `s3rt export` folder: sizes and capacity come from its manifest."""
+
+    def __init__(self, model_dir: "str | Path") -> None:
+        super().__init__()
+        self.model_dir = Path(model_dir)
+        self._manifest: "Manifest | None" = None
+
+    @property
+    def manifest(self) -> "Manifest":
+        if self._manifest is None:
+            from s3rt.runtime.manifest import load_manifest
+            self._manifest = load_manifest(self.model_dir)
+        return self._manifest
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.manifest.model
+
+    @property
+    def fixed_size(self) -> tuple[int, int]:
+        return (self.manifest.height, self.manifest.width)
+
+    @property
+    def capacity(self) -> InferenceConfig:
+        return self.manifest.settings
+
+    @property
+    def top_k(self) -> int:
+        return self.manifest.settings.top_k

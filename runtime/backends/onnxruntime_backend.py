@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from s3rt.configs import InferenceConfig, ModelConfig
 from s3rt.errors import BackendError, InternalError, ModelFormatError
 from s3rt.optional import onnxruntime as ort_mod
-from s3rt.runtime.backends.base import Array, Backend
+from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.contract import GRAPH_ORDER
-from s3rt.runtime.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -27,48 +25,23 @@ OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extend
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(ExportedGraphsBackend):
     """Runs an `s3rt export` folder. Buffers are host numpy arrays bound in place (CPU EP)."""
 
     name = "onnxruntime"
 
     def __init__(self, model_dir: str | Path, *, provider: str = "cpu", threads: int | None = None,
                  opt_level: str = "all", io_binding: bool = True) -> None:
-        super().__init__()
+        super().__init__(model_dir)
         if provider not in PROVIDERS:
             raise BackendError(f"unknown ONNX Runtime provider '{provider}'; choose one of {', '.join(PROVIDERS)}")
         if opt_level not in OPT_LEVELS:
             raise BackendError(f"unknown graph optimisation level '{opt_level}'; choose one of {', '.join(OPT_LEVELS)}")
-        self.model_dir = Path(model_dir)
         self.provider = provider
         self.threads = threads
         self.opt_level = opt_level
         self.io_binding = io_binding
-        self._manifest: Manifest | None = None
         self._bindings: dict = {}
-
-    # -- metadata ---------------------------------------------------------------------------------
-    @property
-    def manifest(self) -> Manifest:
-        if self._manifest is None:
-            self._manifest = load_manifest(self.model_dir)
-        return self._manifest
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return self.manifest.model
-
-    @property
-    def fixed_size(self) -> tuple[int, int]:
-        return (self.manifest.height, self.manifest.width)
-
-    @property
-    def capacity(self) -> InferenceConfig:
-        return self.manifest.settings
-
-    @property
-    def top_k(self) -> int:
-        return self.manifest.settings.top_k
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _open(self) -> None:

@@ -33,14 +33,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from s3rt.configs import InferenceConfig, ModelConfig
+from s3rt.configs import InferenceConfig
 from s3rt.errors import BackendError, InternalError, ModelFormatError, ShapeError
 from s3rt.optional import cuda_bindings, tensorrt
-from s3rt.runtime.backends.base import Array, Backend
+from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.engine_manifest import (EngineManifest, MachineInfo, check_compatible, check_onnx_hashes,
                                           load_engine_manifest)
-from s3rt.runtime.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +228,7 @@ class _GraphRuntime:
     addresses: dict[str, int]                 # last address set per tensor
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(ExportedGraphsBackend):
     """Runs engines built by `s3rt build` from an `s3rt export` folder.
 
     model_dir: the export (manifest.json, *.onnx); engine_dir: the build output (default
@@ -242,15 +241,13 @@ class TensorRTBackend(Backend):
     def __init__(self, model_dir: str | Path, *, engine_dir: str | Path | None = None, device: int = 0,
                  precision: str | None = None, check_onnx: bool = True, allow_other_gpu: bool = False,
                  share_activation_memory: bool = True) -> None:
-        super().__init__()
-        self.model_dir = Path(model_dir)
+        super().__init__(model_dir)
         self.engine_dir = Path(engine_dir) if engine_dir is not None else self.model_dir / "engines"
         self.device = int(device)
         self.precision = precision
         self.check_onnx = check_onnx
         self.allow_other_gpu = allow_other_gpu
         self.share_activation_memory = share_activation_memory
-        self._manifest: Manifest | None = None
         self._engines: EngineManifest | None = None
         self._graphs: dict[str, _GraphRuntime] = {}
         self._allocations: list[int] = []
@@ -259,30 +256,12 @@ class TensorRTBackend(Backend):
 
     # -- metadata (reads manifest.json only) ------------------------------------------------------
     @property
-    def manifest(self) -> Manifest:
-        if self._manifest is None:
-            self._manifest = load_manifest(self.model_dir)
-        return self._manifest
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return self.manifest.model
-
-    @property
-    def fixed_size(self) -> tuple[int, int]:
-        return (self.manifest.height, self.manifest.width)
-
-    @property
     def capacity(self) -> InferenceConfig:
         settings = self.manifest.settings
         built = self._engines.max_objects if self._engines is not None else None
         if built is not None and built < settings.max_objects:
             return replace(settings, max_objects=built)    # engines built with a lower --max-objects
         return settings
-
-    @property
-    def top_k(self) -> int:
-        return self.manifest.settings.top_k
 
     @property
     def engine_manifest(self) -> EngineManifest:

@@ -26,9 +26,10 @@ class FrameGeometry:
     pad: tuple[int, int, int, int]      # top, bottom, left, right
 
     @classmethod
-    def for_frame(cls, orig_hw: tuple[int, int], max_short_side: int | None) -> "FrameGeometry":
+    def for_frame(cls, orig_hw: tuple[int, int], max_short_side: int | None,
+                  work_hw: tuple[int, int] | None = None) -> "FrameGeometry":
         h0, w0 = orig_hw
-        work = working_size(h0, w0, max_short_side)
+        work = tuple(work_hw) if work_hw is not None else working_size(h0, w0, max_short_side)
         (top, bottom), (left, right) = (_centred_pad(work[0]), _centred_pad(work[1]))
         return cls(orig_hw=(h0, w0), work_hw=work, padded_hw=(work[0] + top + bottom, work[1] + left + right),
                    pad=(top, bottom, left, right))

@@ -183,11 +183,13 @@ class Tracker:
         geo = FrameGeometry.for_frame(frame.shape[:2], self.max_short_side)
         fixed = self.backend.fixed_size
         if fixed is not None and geo.work_hw != tuple(fixed):
-            geo = FrameGeometry.for_frame(frame.shape[:2], None)
-            if geo.work_hw != tuple(fixed):
+            # graphs built for one size: frames of the same aspect ratio are resized to it
+            h0, w0 = frame.shape[:2]
+            if abs((w0 / h0) / (fixed[1] / fixed[0]) - 1) > 0.01:
                 raise ShapeError(f"the graphs were exported for {fixed[0]}x{fixed[1]} frames but this stream's "
-                                 f"working size is {geo.work_hw[0]}x{geo.work_hw[1]}; resize the frames or "
-                                 f"re-export with --height {geo.work_hw[0]} --width {geo.work_hw[1]}")
+                                 f"frames are {h0}x{w0} (another aspect ratio); re-export with "
+                                 f"--height {geo.work_hw[0]} --width {geo.work_hw[1]}")
+            geo = FrameGeometry.for_frame(frame.shape[:2], None, work_hw=tuple(fixed))
         self.geometry = geo
         H, W = geo.padded_hw
         self.graph_geo = Geometry(height=H, width=W, slots=self.slots)

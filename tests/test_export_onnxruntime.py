@@ -111,9 +111,12 @@ def test_backend_errors(exported, tmp_path, blob_clip):
         OnnxRuntimeBackend(out, provider="tensorrt").open()
     frames, mask = blob_clip
     tracker = Tracker(OnnxRuntimeBackend(out), max_short_side=None)
-    big = np.zeros((90, 150, 3), np.uint8)
-    with pytest.raises(ShapeError, match="exported for 60x100"):
-        tracker.step(big, mask=np.ones((90, 150), np.int64))
+    wide = np.zeros((60, 160, 3), np.uint8)
+    with pytest.raises(ShapeError, match="exported for 60x100 frames but this stream's frames are 60x160"):
+        tracker.step(wide, mask=np.ones((60, 160), np.int64))
+    big = Tracker(OnnxRuntimeBackend(out), max_short_side=None)          # same aspect ratio: resized
+    r = big.step(np.repeat(np.repeat(frames[0], 2, 0), 2, 1), mask=np.repeat(np.repeat(mask, 2, 0), 2, 1))
+    assert big.geometry.work_hw == (60, 100) and r.probabilities.shape == (3, 120, 200)
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in out.iterdir():

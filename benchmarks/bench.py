@@ -387,8 +387,9 @@ def _model_dir_setup(o: BenchOptions, sizes: list[tuple[int, int]], capacity: in
     seed = o.seed
     if "torch" in o.backends:
         if m.checkpoint_sha256 and not o.weights:
-            raise ConfigError(f"the graphs in {o.model_dir} come from a checkpoint (sha256 {m.checkpoint_sha256[:12]}...); "
-                              "pass the same --weights so torch runs the same weights")
+            raise ConfigError(f"the graphs in {o.model_dir} come from a checkpoint "
+                              f"(sha256 {m.checkpoint_sha256[:12]}...); pass the same --weights so torch runs "
+                              "the same weights")
         if m.checkpoint_sha256 and o.weights and _file_sha256(o.weights) != m.checkpoint_sha256:
             raise ConfigError(f"--weights {o.weights} is not the checkpoint {o.model_dir} was exported from "
                               f"(sha256 {m.checkpoint_sha256[:12]}...)")
@@ -530,7 +531,8 @@ def format_markdown(result: dict) -> str:
     versions = ", ".join(f"{k} {m[k]}" for k in ("torch", "onnxruntime", "tensorrt") if m.get(k))
     lines = [f"### s3rt bench: {s['config']} at {s['height']}x{s['width']}, {s['objects']} object(s), "
              f"{s['frames']} frames (+{s['warmup']} warm-up)", "",
-             f"Machine: {m['cpu']}, {m['cores_usable']} usable cores of {m['cores']}, Python {m['python']}, {versions}; "
+             f"Machine: {m['cpu']}, {m['cores_usable']} usable cores of {m['cores']}, Python {m['python']}, "
+             f"{versions}; "
              f"GPU: {m['gpu'] or 'none'}; load average {_f(m.get('load_avg_1min'), 2)} at the end. "
              f"Weights: {s['weights']}.", "",
              "| backend | device | FPS | x torch | p50 ms | p95 ms | p99 ms | mean ms | first frame ms | "
@@ -636,8 +638,9 @@ def write_plot(result: dict, path: str | Path) -> bool:
         elif panel in ("objects", "sizes"):
             for b in names:
                 if panel == "objects":
+                    base_size = (s["height"], s["width"])
                     pts = sorted((p["objects"], p["backends"][b]["fps"]) for p in sweep
-                                 if (p["height"], p["width"]) == (s["height"], s["width"]) and "fps" in p["backends"].get(b, {}))
+                                 if (p["height"], p["width"]) == base_size and "fps" in p["backends"].get(b, {}))
                 else:
                     pts = sorted((p["height"] * p["width"] / 1e6, p["backends"][b]["fps"]) for p in sweep
                                  if p["objects"] == s["objects"] and "fps" in p["backends"].get(b, {}))

@@ -1,6 +1,6 @@
 """Segment a clip: give the first frame's mask, get a mask for every frame.
 
-Input is a folder of frames (sorted by name). The first-frame mask is an index/palette PNG
+Input is a folder of frames (sorted by name), a video file or a camera. The first-frame mask is an index/palette PNG
 (pixel value = object id); --masks DIR may hold more masks named like their frames, which add
 objects (or re-annotate them) on those frames. Output: <frame>.png index masks with the input
 palette, optionally <frame>.npy float32 (N+1, H, W) probabilities (background first, objects in
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                                     ("--mask", args.mask), ("--masks", args.masks), ("--overlay", args.overlay))
                      if v is not None]
         if clip_only:
-            raise ConfigError(f"--dataset runs every sequence from its own first annotation; drop {', '.join(clip_only)}")
+            raise ConfigError("--dataset runs every sequence from its own first annotation; "
+                              f"drop {', '.join(clip_only)}")
     else:
         with_dataset = [f for f, v in (("--split", args.split), ("--sequences", args.sequences)) if v is not None]
         if with_dataset:

@@ -365,17 +365,9 @@ def _points(o: BenchOptions) -> list[tuple[int, int, int]]:
     return list(dict.fromkeys(pts))
 
 
-def _file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _model_dir_setup(o: BenchOptions, sizes: list[tuple[int, int]], capacity: int) -> tuple[str, int, InferenceConfig]:
     """config name, weight seed and settings from an export folder; refuse what would not compare."""
-    from s3rt.runtime.manifest import load_manifest
+    from s3rt.runtime.manifest import file_sha256, load_manifest
     m = load_manifest(o.model_dir)
     wrong = [f"{h}x{w}" for h, w in sizes if (h, w) != (m.height, m.width)]
     if wrong:
@@ -390,7 +382,7 @@ def _model_dir_setup(o: BenchOptions, sizes: list[tuple[int, int]], capacity: in
             raise ConfigError(f"the graphs in {o.model_dir} come from a checkpoint "
                               f"(sha256 {m.checkpoint_sha256[:12]}...); pass the same --weights so torch runs "
                               "the same weights")
-        if m.checkpoint_sha256 and o.weights and _file_sha256(o.weights) != m.checkpoint_sha256:
+        if m.checkpoint_sha256 and o.weights and file_sha256(o.weights) != m.checkpoint_sha256:
             raise ConfigError(f"--weights {o.weights} is not the checkpoint {o.model_dir} was exported from "
                               f"(sha256 {m.checkpoint_sha256[:12]}...)")
         if not m.checkpoint_sha256:

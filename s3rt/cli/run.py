@@ -92,7 +92,8 @@ def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
         from s3rt.runtime.manifest import load_manifest
         config = load_manifest(args.model).model.name
     backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
-                           device=args.device, provider=args.provider, threads=args.threads, seed=args.seed)
+                           device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
+                           precision=args.precision)
     notes = []
     if args.backend == "torch" and args.weights is None:
         msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "

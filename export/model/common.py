@@ -97,6 +97,13 @@ class GroupFusionBlock(nn.Module):
         return unfold(g, b, n)
 
 
+def fp32_island(x: Tensor) -> torch.autocast:
+    """Autocast off for the numerically sensitive parts (spec 11 / DESIGN "Precision"): sensory
+    update, summarizer, affinity + top-k, aggregation. A no-op in fp32 and in exported graphs;
+    callers cast their inputs with .float() inside it."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class SensoryUpdater(nn.Module):
     """The GRU-like gated sensory update (spec 7.4) behind a 3x3 group conv."""
 
@@ -107,8 +114,10 @@ class SensoryUpdater(nn.Module):
 
     def forward(self, g: Tensor, sensory: Tensor) -> Tensor:
         """g: (B, N, Cin, h, w), sensory: (B, N, Cs, h, w) -> new sensory (B, N, Cs, h, w)."""
-        u = self.transform(torch.cat([g, sensory], dim=2))   # (B, N, 3*Cs, h, w)
-        return gated_sensory_update(u, sensory, self.sensory_dim)
+        with fp32_island(g):
+            g, sensory = g.float(), sensory.float()
+            u = self.transform(torch.cat([g, sensory], dim=2))   # (B, N, 3*Cs, h, w)
+            return gated_sensory_update(u, sensory, self.sensory_dim)
 
 
 def gated_sensory_update(u: Tensor, sensory: Tensor, dim: int) -> Tensor:
@@ -146,6 +155,11 @@ def inverse_frequencies(dim: int, temperature: float) -> Tensor:
 
 def aggregate_log_odds(prob: Tensor, dim: int = 1) -> Tensor:
     """Soft aggregation (spec 10.3) without the final softmax: N object probs -> N+1 log-odds."""
+    with fp32_island(prob):
+        return _aggregate(prob.float(), dim)
+
+
+def _aggregate(prob: Tensor, dim: int) -> Tensor:
     bg = torch.prod(1 - prob, dim=dim, keepdim=True)
     p = torch.cat([bg, prob], dim=dim).clamp(1e-7, 1 - 1e-7)
     return torch.log(p / (1 - p))

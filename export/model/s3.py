@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from s3rt.configs import ModelConfig
 from s3rt.export.model.common import (GConv2d, GroupFusionBlock, GroupResBlock, SensoryUpdater,
-                                      aggregate_log_odds, area_downsample, fold, gated_sensory_update,
+                                      aggregate_log_odds, area_downsample, fold, fp32_island, gated_sensory_update,
                                       inverse_frequencies, sinusoid_2d, unfold, upsample_groups)
 from s3rt.export.model.memory import similarity, topk_readout
 from s3rt.export.model.object_transformer import ObjectTransformer
@@ -86,11 +86,13 @@ class ObjectSummarizer(nn.Module):
         v = self.input_proj(value.permute(0, 1, 3, 4, 2))                               # (B, N, h, w, C)
         c = v.shape[-1]
         v = v + sinusoid_2d(h, w, c, scale=self.pe_scale, temperature=self.pe_temperature, device=v.device)
-        feature = self.feature_pred(v).flatten(2, 3)                                    # (B, N, P, C)
-        weights = (torch.sigmoid(self.weights_pred(v)) * weight_mask).flatten(2, 3)     # (B, N, P, Q)
-        sums = weights.transpose(-1, -2) @ feature                                      # (B, N, Q, C)
-        area = weights.sum(dim=2).unsqueeze(-1)                                         # (B, N, Q, 1)
-        return torch.cat([sums, area], dim=-1)
+        with fp32_island(v):
+            v, weight_mask = v.float(), weight_mask.float()
+            feature = self.feature_pred(v).flatten(2, 3)                                # (B, N, P, C)
+            weights = (torch.sigmoid(self.weights_pred(v)) * weight_mask).flatten(2, 3) # (B, N, P, Q)
+            sums = weights.transpose(-1, -2) @ feature                                  # (B, N, Q, C)
+            area = weights.sum(dim=2).unsqueeze(-1)                                     # (B, N, Q, 1)
+            return torch.cat([sums, area], dim=-1)
 
 
 class _InvFreq(nn.Module):
@@ -128,7 +130,9 @@ class DecoderSensoryUpdate(nn.Module):
 
     def forward(self, p16: Tensor, p8: Tensor, q4: Tensor, sensory: Tensor) -> Tensor:
         u = self.g16_conv(p16) + self.g8_conv(area_downsample(p8, 2)) + self.g4_conv(area_downsample(q4, 4))
-        return gated_sensory_update(self.transform(torch.cat([u, sensory], dim=2)), sensory, self.sensory_dim)
+        with fp32_island(u):
+            u, sensory = u.float(), sensory.float()
+            return gated_sensory_update(self.transform(torch.cat([u, sensory], dim=2)), sensory, self.sensory_dim)
 
 
 class DecoderFeatureProcessor(nn.Module):
@@ -182,9 +186,10 @@ class AuxComputer(nn.Module):
 
 def probabilities_from_logits(logits: Tensor) -> Tensor:
     """Soft aggregation (10.3): logits (B,N,H/4,W/4) -> probabilities (B,N+1,H,W), background first."""
-    log_odds = aggregate_log_odds(torch.sigmoid(logits), dim=1)
-    log_odds = F.interpolate(log_odds, scale_factor=4.0, mode="bilinear", align_corners=False)
-    return torch.softmax(log_odds, dim=1)
+    with fp32_island(logits):
+        log_odds = aggregate_log_odds(torch.sigmoid(logits.float()), dim=1)
+        log_odds = F.interpolate(log_odds, scale_factor=4.0, mode="bilinear", align_corners=False)
+        return torch.softmax(log_odds, dim=1)
 
 
 class S3Model(nn.Module):
@@ -257,8 +262,9 @@ class S3Model(nn.Module):
         """-> pixel_readout (1, N, C, h, w): visual readout fused with sensory and last mask."""
         h, w = pix_feat.shape[-2:]
         n = mem_value.shape[0]
-        sim = similarity(mem_key, mem_shrinkage, key, selection)                        # (1, S*P, P)
-        visual = topk_readout(sim, mem_value, bucket_valid, object_bucket, top_k)       # (N, Cv, P)
+        with fp32_island(key):
+            sim = similarity(mem_key.float(), mem_shrinkage.float(), key.float(), selection.float())  # (1, S*P, P)
+            visual = topk_readout(sim, mem_value.float(), bucket_valid, object_bucket, top_k)         # (N, Cv, P)
         visual = visual.view(1, n, visual.shape[1], h, w)                               # (1, N, Cv, h, w)
         return self.pixel_fuser(pix_feat, visual, sensory, prev_prob)
 

@@ -18,7 +18,7 @@ def make_backend(name: str, *, config: str | None = None, weights: str | Path | 
         if config is None:
             raise ConfigError("the torch backend needs --config (and optionally --weights)")
         from s3rt.runtime.backends.torch_backend import TorchBackend
-        return TorchBackend(config, weights=weights, device=device, seed=seed)
+        return TorchBackend(config, weights=weights, device=device, seed=seed, precision=precision or "fp32")
     if name in ("onnxruntime", "tensorrt") and model_dir is None:
         raise ConfigError(f"the {name} backend runs exported graphs: pass --model DIR "
                           "(create one with 's3rt export')")

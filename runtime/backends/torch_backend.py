@@ -14,6 +14,9 @@ from s3rt.optional import torch as torch_mod
 from s3rt.runtime.backends.base import Array, Backend
 
 _DTYPES = {"float32": "float32", "int64": "int64", "bool": "bool"}
+# fp32: plain eager; fp16/bf16: autocast with the model's fp32 islands (sensory update, summarizer,
+# affinity + top-k, aggregation); state buffers stay fp32 either way.
+AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 
 
 class TorchBackend(Backend):
@@ -22,7 +25,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, config: str | ModelConfig, *, weights: str | Path | None = None, device: str = "cpu",
-                 seed: int = 0, model: Any = None, fused_kernel: bool = True) -> None:
+                 seed: int = 0, model: Any = None, fused_kernel: bool = True, precision: str = "fp32") -> None:
         super().__init__()
         self._cfg = get_config(config) if isinstance(config, str) else config
         self._weights = weights
@@ -31,6 +34,9 @@ class TorchBackend(Backend):
         self._model = model
         self._top_k_default = 30
         self._fused = fused_kernel
+        if precision not in AUTOCAST:
+            raise BackendError(f"torch backend precision '{precision}' unknown; choose one of {', '.join(AUTOCAST)}")
+        self.precision = precision
 
     @property
     def model_config(self) -> ModelConfig:
@@ -69,7 +75,7 @@ class TorchBackend(Backend):
         from s3rt.runtime.contract import GRAPH_ORDER
         if graph not in GRAPH_ORDER:
             raise BackendError(f"unknown graph '{graph}'; graphs: {', '.join(GRAPH_ORDER)}")
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), self._autocast():
             results = self._run_graph(self._model, graph, list(inputs.values()), top_k=self._top_k_default)
             if len(results) != len(outputs):
                 raise BackendError(f"{graph}: model returned {len(results)} outputs, contract has {len(outputs)}")
@@ -77,6 +83,13 @@ class TorchBackend(Backend):
                 if tuple(dst.shape) != tuple(res.shape):
                     raise ShapeError(f"{graph}.{name}: expected {tuple(dst.shape)}, got {tuple(res.shape)}")
                 dst.copy_(res)
+
+    def _autocast(self):  # noqa: ANN202 - a context manager
+        import contextlib
+        dtype = AUTOCAST[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast(device_type=self._device.type, dtype=getattr(self._torch, dtype))
 
     def empty(self, shape: tuple[int, ...], dtype: str) -> Array:
         self._require_open()
@@ -101,7 +114,7 @@ class TorchBackend(Backend):
     def describe(self) -> dict:
         torch = torch_mod.load()
         info = {"backend": self.name, "device": self._device_name, "torch": torch.__version__,
-                "config": self._cfg.name, "fused_query_gather": getattr(self, "fused_kernel", False)}
+                "config": self._cfg.name, "precision": self.precision, "fused_query_gather": getattr(self, "fused_kernel", False)}
         if self._device_name.startswith("cuda") and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
         return info

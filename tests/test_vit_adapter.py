@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,8 @@ from s3rt.export.model.vit_adapter import (
     deform_sample,
 )
 
-SHARED = Path(__file__).parents[1].parent / "shared"
-MANIFEST = SHARED / "spec" / "state_dict_adapter_depthanybase.json"
+from conftest import SPEC  # noqa: E402 - honours S3RT_SHARED like every other test
+MANIFEST = SPEC / "state_dict_adapter_depthanybase.json"
 H, W = 64, 96                      # tiny test frame: h x w = 4 x 6 tokens
 
 
@@ -138,7 +137,7 @@ def test_dwconv_splits_like_reference():
 
 def test_state_dict_matches_manifest():
     if not MANIFEST.is_file():
-        pytest.skip(f"shared manifest not found at {MANIFEST} (needs the /work/shared checkout)")
+        pytest.skip(f"shared manifest not found at {MANIFEST} (tests read ../shared at run time; set S3RT_SHARED to override)")
     entries = json.loads(MANIFEST.read_text())["entries"]
     prefix = "pixel_encoder."
     want = {e["name"][len(prefix):]: tuple(e["shape"]) for e in entries if e["name"].startswith(prefix)}

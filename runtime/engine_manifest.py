@@ -19,7 +19,7 @@ from pathlib import Path
 from s3rt import __version__
 from s3rt.errors import BackendError, ConfigError, ModelFormatError
 from s3rt.runtime.contract import GRAPH_ORDER, GraphSpec
-from s3rt.runtime.manifest import Manifest, file_sha256
+from s3rt.runtime.manifest import Manifest, file_sha256, read_versioned_json
 
 FORMAT = "s3rt-trt-engines"
 FORMAT_VERSION = 1
@@ -127,17 +127,8 @@ def load_engine_manifest(engine_dir: str | Path, *, check_files: bool = True) ->
     """Read DIR/engine_manifest.json (written by `s3rt build`)."""
     root = Path(engine_dir)
     path = root / FILENAME
-    if not path.is_file():
-        raise ModelFormatError(f"no {FILENAME} in {root}: build engines first with `s3rt build --model MODEL_DIR`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path} is not valid JSON ({exc}); {REBUILD_HINT}") from exc
-    if data.get("format") != FORMAT:
-        raise ModelFormatError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(f"{path}: engine manifest version {data.get('format_version')} is not supported by "
-                               f"s3rt {__version__} (supports {FORMAT_VERSION}); {REBUILD_HINT}")
+    data = read_versioned_json(path, fmt=FORMAT, version=FORMAT_VERSION,
+                               missing="build engines first with `s3rt build --model MODEL_DIR`", fix=REBUILD_HINT)
     try:
         engines = {g: EngineEntry(**e) for g, e in data["engines"].items()}
         manifest = EngineManifest(

@@ -93,21 +93,29 @@ def _tensor(d: dict) -> TensorSpec:
     return TensorSpec(d["name"], d["dtype"], tuple(d["shape"]))
 
 
+def read_versioned_json(path: Path, *, fmt: str, version: int, missing: str, fix: str) -> dict:
+    """Read a manifest file, checking its format tag and version; errors say how to fix them."""
+    if not path.is_file():
+        raise ModelFormatError(f"no {path.name} in {path.parent}: {missing}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{path} is not valid JSON ({exc}); {fix}") from exc
+    if data.get("format") != fmt:
+        raise ModelFormatError(f"{path}: format {data.get('format')!r}, expected {fmt!r}")
+    if data.get("format_version") != version:
+        raise ModelFormatError(f"{path}: manifest format version {data.get('format_version')} is not supported by "
+                               f"s3rt {__version__} (supports {version}); {fix}")
+    return data
+
+
 def load_manifest(model_dir: str | Path) -> Manifest:
     """Read and check DIR/manifest.json; every referenced graph file must exist."""
     root = Path(model_dir)
     path = root / "manifest.json"
-    if not path.is_file():
-        raise ModelFormatError(f"no manifest.json in {root}: is this a folder written by 's3rt export'?")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
-    if data.get("format") != FORMAT:
-        raise ModelFormatError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(f"{path}: manifest format version {data.get('format_version')} is not supported by "
-                               f"s3rt {__version__} (supports {FORMAT_VERSION}); re-export with this s3rt version")
+    data = read_versioned_json(path, fmt=FORMAT, version=FORMAT_VERSION,
+                               missing="is this a folder written by 's3rt export'?",
+                               fix="re-export with this s3rt version")
     try:
         model = model_config_from_dict(data["config"])
         settings = InferenceConfig(**data["settings"])

@@ -176,3 +176,11 @@ def test_fused_attention_plugin_graph_structure_and_lint(tmp_path):
     assert lint_onnx(tmp_path / "query_attention.onnx")
     assert "query_attention" not in {r.graph for r in rows} and max(r.max_abs for r in rows) < 1e-4
     assert manifest.to_json()["custom_ops"] == ["s3rt::MaskedQueryGather"]
+
+
+def test_backend_parity_tool(blob_clip):
+    from s3rt.benchmarks.backend_parity import compare_backends
+    frames, mask = blob_clip
+    r = compare_backends("tiny-r50", None, frames, {0: mask})
+    assert r["frames"] == 6 and r["size"] == [60, 100]
+    assert r["frame1_max_abs"] <= 1e-3 and r["clip_max_abs"] <= 2e-2 and r["min_argmax_agreement"] >= 0.99

@@ -153,6 +153,14 @@ def inverse_frequencies(dim: int, temperature: float) -> Tensor:
     return 1.0 / (temperature ** (torch.arange(0, half, 2, dtype=torch.float32) / half))
 
 
+class InvFreqBuffer(nn.Module):
+    """Holds the persistent `inv_freq` buffer that the reference state dict carries (spec 9.1)."""
+
+    def __init__(self, dim: int, temperature: float) -> None:
+        super().__init__()
+        self.register_buffer("inv_freq", inverse_frequencies(dim, temperature), persistent=True)
+
+
 def aggregate_log_odds(prob: Tensor, dim: int = 1) -> Tensor:
     """Soft aggregation (spec 10.3) without the final softmax: N object probs -> N+1 log-odds."""
     with fp32_island(prob):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3rt.configs import ModelConfig
-from s3rt.export.model.common import CAResBlock, GConv2d, aggregate_log_odds, inverse_frequencies, sinusoid_2d
+from s3rt.export.model.common import CAResBlock, GConv2d, InvFreqBuffer, aggregate_log_odds, sinusoid_2d
 
 
 class MultiheadAttention(nn.Module):
@@ -184,7 +184,7 @@ class ObjectTransformer(nn.Module):
         self.summary_to_query_emb = nn.Linear(c, c)
         self.pixel_init_proj = GConv2d(c, c, kernel_size=1)
         self.pixel_emb_proj = GConv2d(c, c, kernel_size=1)
-        self.spatial_pe = SinusoidBuffer(c, cfg.pe_temperature)
+        self.spatial_pe = InvFreqBuffer(c, cfg.pe_temperature)
         self.blocks = nn.ModuleList(QueryTransformerBlock(dim=c, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim)
                                     for _ in range(cfg.num_blocks))
         self.mask_pred = nn.ModuleList(nn.Sequential(nn.ReLU(), GConv2d(c, 1, kernel_size=1))
@@ -210,10 +210,3 @@ class ObjectTransformer(nn.Module):
                 aux = self.mask_pred[i + 1](xp).squeeze(2)
         return xp
 
-
-class SinusoidBuffer(nn.Module):
-    """Holds the persistent `inv_freq` buffer the reference state dict carries."""
-
-    def __init__(self, dim: int, temperature: float) -> None:
-        super().__init__()
-        self.register_buffer("inv_freq", inverse_frequencies(dim, temperature), persistent=True)

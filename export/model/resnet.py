@@ -8,6 +8,13 @@ from torch import Tensor, nn
 from s3rt.configs import ResNet50Config
 
 
+def projection_shortcut(in_dim: int, out_dim: int, stride: int) -> nn.Sequential | None:
+    """The 1x1 strided conv + BN skip of torchvision ResNets, or None for an identity skip."""
+    if stride == 1 and in_dim == out_dim:
+        return None
+    return nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, stride=stride, bias=False), nn.BatchNorm2d(out_dim))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, *, in_dim: int, out_dim: int, stride: int = 1) -> None:
         super().__init__()
@@ -16,10 +23,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv2 = nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_dim)
-        self.downsample = None
-        if stride != 1 or in_dim != out_dim:
-            self.downsample = nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(out_dim))
+        self.downsample = projection_shortcut(in_dim, out_dim, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -41,10 +45,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_dim, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_dim)
         self.relu = nn.ReLU(inplace=False)
-        self.downsample = None
-        if stride != 1 or in_dim != out_dim:
-            self.downsample = nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(out_dim))
+        self.downsample = projection_shortcut(in_dim, out_dim, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

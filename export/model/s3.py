@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3rt.configs import ModelConfig
-from s3rt.export.model.common import (GConv2d, GroupFusionBlock, GroupResBlock, SensoryUpdater,
+from s3rt.export.model.common import (GConv2d, GroupFusionBlock, GroupResBlock, InvFreqBuffer, SensoryUpdater,
                                       aggregate_log_odds, area_downsample, fold, fp32_island, gated_sensory_update,
-                                      inverse_frequencies, sinusoid_2d, unfold, upsample_groups)
+                                      sinusoid_2d, unfold, upsample_groups)
 from s3rt.export.model.memory import similarity, topk_readout
 from s3rt.export.model.object_transformer import ObjectTransformer
 from s3rt.export.model.resnet import ResNet50Encoder, basic_layer
@@ -72,7 +72,7 @@ class ObjectSummarizer(nn.Module):
         c, q = cfg.embed_dim, cfg.num_queries
         self.num_summaries = q
         self.pe_scale, self.pe_temperature = cfg.pe_scale, cfg.pe_temperature
-        self.pos_enc = _InvFreq(c, cfg.pe_temperature)
+        self.pos_enc = InvFreqBuffer(c, cfg.pe_temperature)
         self.input_proj = nn.Linear(cfg.value_dim, c)
         self.feature_pred = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c))
         self.weights_pred = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, q))
@@ -93,12 +93,6 @@ class ObjectSummarizer(nn.Module):
             sums = weights.transpose(-1, -2) @ feature                                  # (B, N, Q, C)
             area = weights.sum(dim=2).unsqueeze(-1)                                     # (B, N, Q, 1)
             return torch.cat([sums, area], dim=-1)
-
-
-class _InvFreq(nn.Module):
-    def __init__(self, dim: int, temperature: float) -> None:
-        super().__init__()
-        self.register_buffer("inv_freq", inverse_frequencies(dim, temperature), persistent=True)
 
 
 class PixelFuser(nn.Module):

@@ -94,10 +94,11 @@ def run_clip(tracker: Tracker, frames: Iterable[Frame], *, first_mask: np.ndarra
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = RunReport(backend=tracker.backend.describe())
-    frame_list = frames if total is not None else list(frames)
-    count = total if total is not None else len(frame_list)  # type: ignore[arg-type]
-    bar = tqdm(total=count, desc="segmenting", unit="frame", disable=not progress, leave=False)
-    it = iter(frame_list)
+    if total is None and hasattr(frames, "__len__"):
+        total = len(frames)  # type: ignore[arg-type]
+    # frames are consumed one at a time (a camera never ends): total only sizes the progress bar
+    bar = tqdm(total=total or None, desc="segmenting", unit="frame", disable=not progress, leave=False)
+    it = iter(frames)
     current = next(it, None)
     if current is None:
         raise InputError("no frames to segment")

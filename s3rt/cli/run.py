@@ -124,12 +124,10 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
             from s3rt.runtime.sources import OverlayWriter
             overlay = OverlayWriter(args.overlay, palette=palette, fps=source.fps)
         try:
-            # run_clip lists the frames when total is None; a camera (or a video of unknown
-            # length) must stream instead, so pass 0 = "length unknown" to the progress bar
             report = run_clip(tracker, source.frames(), first_mask=first_mask, out_dir=Path(args.out),
                               palette=palette, extra_masks=mask_folder_lookup(Path(args.masks) if args.masks else None,
                                                                               resize=args.resize_masks),
-                              save_probs=args.save_probs, total=source.count if source.count is not None else 0,
+                              save_probs=args.save_probs, total=source.count,
                               progress=not args.no_progress, resize_masks=args.resize_masks,
                               on_result=overlay.add if overlay is not None else None)
         finally:

@@ -16,6 +16,13 @@ from pathlib import Path
 import numpy as np
 
 
+def frame_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per frame: max |dp| and the fraction of pixels whose argmax agrees, for (C, H, W) probabilities."""
+    diffs = [float(np.abs(x - y).max()) for x, y in zip(a, b)]
+    agree = [float((x.argmax(0) == y.argmax(0)).mean()) for x, y in zip(a, b)]
+    return diffs, agree
+
+
 def compare_backends(config: str, weights: str | None, frames: list[np.ndarray], masks: dict[int, np.ndarray],
                      *, seed: int = 0) -> dict:
     from s3rt.export.onnx_export import export_model
@@ -33,8 +40,7 @@ def compare_backends(config: str, weights: str | None, frames: list[np.ndarray],
             tracker = Tracker(backend, manifest.settings if name == "torch" else None, max_short_side=None)
             runs[name] = [tracker.step(f, mask=masks.get(i), end=i == len(frames) - 1).probabilities
                           for i, f in enumerate(frames)]
-    diffs = [float(np.abs(a - b).max()) for a, b in zip(runs["torch"], runs["onnxruntime"])]
-    agree = [float((a.argmax(0) == b.argmax(0)).mean()) for a, b in zip(runs["torch"], runs["onnxruntime"])]
+    diffs, agree = frame_agreement(runs["torch"], runs["onnxruntime"])
     return {"config": config, "frames": len(frames), "size": [h, w], "frame1_max_abs": diffs[1] if len(diffs) > 1
             else diffs[0], "clip_max_abs": max(diffs), "min_argmax_agreement": min(agree),
             "mean_argmax_agreement": float(np.mean(agree))}

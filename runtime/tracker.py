@@ -20,7 +20,7 @@ import numpy as np
 from s3rt.configs import InferenceConfig
 from s3rt.errors import CapacityError, InternalError, ObjectIdError, ShapeError, StateError
 from s3rt.runtime.backends.base import Array, Backend
-from s3rt.runtime.contract import Geometry, GraphSpec, graph_specs
+from s3rt.runtime.contract import Geometry, GraphSpec, TensorSpec, graph_specs
 from s3rt.runtime.preprocess import (FrameGeometry, aggregate_probabilities, crop_probabilities,
                                      prepare_image, prepare_index_mask)
 
@@ -200,9 +200,11 @@ class Tracker:
         nmax = self.settings.max_objects
         dims = {"N": nmax, "NB": self.settings.max_buckets}
         self._buffers: dict[str, Array] = {}
+        self._tensor_specs: dict[str, TensorSpec] = {}     # one per buffer name, looked up per call
         for spec in self.specs.values():
             for t in (*spec.inputs, *spec.outputs):
                 if t.name not in self._buffers:
+                    self._tensor_specs[t.name] = t
                     self._buffers[t.name] = self.backend.empty(t.concrete(**dims), t.dtype)
         b = self._buffers
         # masks fed to the mask encoder are the probabilities' object channels (same buffer)
@@ -217,16 +219,17 @@ class Tracker:
 
     def buffer_nbytes(self) -> int:
         """Bytes held by the tracker's state and scratch buffers (for reports)."""
-        return int(sum(int(np.prod(x.shape)) * (1 if "bool" in str(x.dtype) else 8 if "int64" in str(x.dtype) else 4)
-                       for x in self._buffers.values())) if self._allocated else 0
+        if not self._allocated:
+            return 0
+        return int(sum(int(np.prod(x.shape)) * np.dtype(self._tensor_specs[name].dtype).itemsize
+                       for name, x in self._buffers.items()))
 
     # -- internals: graph calls ------------------------------------------------------------------
     def _view(self, name: str, n: int, nb: int) -> Array:
         """The live part of a buffer for N = n objects and NB = nb buckets."""
         buf = self._buffers[name]
-        spec_shape = next(t.shape for s in self.specs.values() for t in (*s.inputs, *s.outputs) if t.name == name)
         index = []
-        for d in spec_shape:
+        for d in self._tensor_specs[name].shape:
             index.append(slice(0, n) if d == "N" else slice(0, n + 1) if d == "N+1"
                          else slice(0, nb) if d == "NB" else slice(None))
         return buf[tuple(index)]

@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
 
+    from s3rt.benchmarks.backend_parity import frame_agreement
     from s3rt.benchmarks.davis_eval import evaluate_davis
     from s3rt.export.onnx_export import export_model
     from s3rt.runtime.backends import make_backend
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
                               on_result=lambda fr, res: kept.append(res.probabilities))
         results[name] = kept
         reports[name] = report.summary()
-    diffs = [float(np.abs(a - b).max()) for a, b in zip(results["torch"], results["onnxruntime"])]
-    agree = [float((a.argmax(0) == b.argmax(0)).mean()) for a, b in zip(results["torch"], results["onnxruntime"])]
+    diffs, agree = frame_agreement(results["torch"], results["onnxruntime"])
 
     say("[5/5] scoring against the generated ground truth (J&F)")
     scores = {name: evaluate_davis(out / f"masks_{name}", out / "clip" / "Annotations", progress=False)["J&F"]

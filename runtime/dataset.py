@@ -29,7 +29,7 @@ import numpy as np
 
 from s3rt import __version__
 from s3rt.errors import InputError
-from s3rt.runtime.io import Frame, list_frames, read_frame, read_mask
+from s3rt.runtime.io import frame_or_error, list_frames, read_mask
 from s3rt.runtime.pipeline import RunReport, run_clip
 from s3rt.runtime.tracker import Tracker
 
@@ -174,7 +174,8 @@ class DatasetReport:
 
 def run_dataset(make_tracker: Callable[[], Tracker], sequences: Iterable[DatasetSequence], out_dir: str | Path, *,
                 dataset: str | Path = "", split: str | None = None, max_frames: int | None = None,
-                save_probs: bool = False, resize_masks: bool = False, progress: bool = True) -> DatasetReport:
+                save_probs: bool = False, resize_masks: bool = False, progress: bool = True,
+                on_bad_frame: str = "skip") -> DatasetReport:
     """Segment every sequence from its first annotation with a fresh tracker (sizes may differ).
 
     Writes OUT/<sequence>/<frame>.png and a report per sequence, then OUT/summary.json/.md.
@@ -190,9 +191,10 @@ def run_dataset(make_tracker: Callable[[], Tracker], sequences: Iterable[Dataset
         tracker = make_tracker()
         if not report.backend:
             report.backend = tracker.backend.describe()
-        frames = (Frame(p.stem, read_frame(p)) for p in files)
+        frames = (frame_or_error(p) for p in files)
         run = run_clip(tracker, frames, first_mask=first_mask, out_dir=out / seq.name, palette=palette,
-                       save_probs=save_probs, total=len(files), progress=progress, resize_masks=resize_masks)
+                       save_probs=save_probs, total=len(files), progress=progress, resize_masks=resize_masks,
+                       on_bad_frame=on_bad_frame)
         run.write(out / seq.name)
         report.runs[seq.name] = run
         s = run.summary()

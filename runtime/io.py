@@ -5,9 +5,13 @@ Frames are RGB uint8 (H, W, 3); masks are index ("P" palette or "L") PNGs: value
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,8 +38,18 @@ def davis_palette() -> list[int]:
 
 @dataclass(frozen=True)
 class Frame:
-    name: str            # stem used for output files
-    image: np.ndarray    # (H, W, 3) uint8 RGB
+    """One input frame; a frame that could not be read carries `error` and no image.
+
+    Sources yield unreadable frames as records instead of raising, so one corrupt file or packet
+    does not end a run over thousands of good ones (the run decides: skip or fail).
+    """
+    name: str                          # stem used for output files
+    image: np.ndarray | None           # (H, W, 3) uint8 RGB; None when `error` is set
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 def list_frames(folder: str | Path) -> list[Path]:
@@ -63,9 +77,18 @@ def read_frame(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: unreadable or corrupt image ({exc})") from exc
 
 
+def frame_or_error(path: str | Path) -> Frame:
+    """read_frame as a Frame record: a corrupt or non-RGB file becomes Frame(error=...)."""
+    path = Path(path)
+    try:
+        return Frame(path.stem, read_frame(path))
+    except (InputError, ShapeError) as exc:
+        return Frame(path.stem, None, error=str(exc))
+
+
 def iter_frame_folder(folder: str | Path) -> Iterator[Frame]:
     for p in list_frames(folder):
-        yield Frame(p.stem, read_frame(p))
+        yield frame_or_error(p)
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
@@ -97,7 +120,32 @@ def write_index_mask(path: str | Path, index: np.ndarray, palette: list[int] | N
         raise InputError(f"object id {int(index.max())} does not fit an 8-bit palette PNG (ids must be <= 255)")
     im = Image.fromarray(index.astype(np.uint8), mode="P")
     im.putpalette(palette or davis_palette())
-    im.save(path)
+    with atomic_write(path) as f:
+        im.save(f, format="PNG")
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, array)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """Write to a temporary file beside `path`, then rename it over `path`.
+
+    A run stopped by an error, Ctrl-C or a crash leaves every output either complete or absent,
+    never a truncated PNG that a later evaluation would read as a wrong mask.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def sorted_probabilities(probs: np.ndarray, object_ids: list[int]) -> tuple[np.ndarray, list[int]]:

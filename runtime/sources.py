@@ -9,7 +9,7 @@ from typing import Callable
 
 
 from s3rt.errors import ConfigError
-from s3rt.runtime.io import Frame, list_frames, read_frame
+from s3rt.runtime.io import Frame, frame_or_error, list_frames
 
 
 @dataclass
@@ -29,7 +29,7 @@ def open_source(*, frames: str | None = None, video: str | None = None, camera: 
 
         def gen() -> Iterator[Frame]:
             for p in files:
-                yield Frame(p.stem, read_frame(p))
+                yield frame_or_error(p)
         return FrameSource(gen, len(files))
     if video is not None:
         from s3rt.runtime.video import open_video

@@ -74,18 +74,38 @@ def open_video(path: str | Path, max_frames: int | None = None) -> FrameSource:
         count = min(count, max_frames)
 
     def frames() -> Iterator[Frame]:
+        # packets are decoded one by one so a corrupt packet becomes one error record and decoding
+        # goes on with the next; a broken container (demuxing fails) ends the stream with a record
         i = 0
         try:
-            with av.open(str(path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"             # frame + slice threads in the decoder
-                for frame in container.decode(stream):
-                    if max_frames is not None and i >= max_frames:
-                        break
-                    yield Frame(_frame_name(i), frame.to_ndarray(format="rgb24"))
-                    i += 1
+            container = av.open(str(path))
         except errors as exc:
-            raise InputError(f"{path}: decoding failed after {i} frames ({type(exc).__name__}: {exc})") from exc
+            raise InputError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from exc
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"                 # frame + slice threads in the decoder
+            packets = container.demux(stream)
+            while max_frames is None or i < max_frames:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    return
+                except errors as exc:
+                    yield Frame(_frame_name(i), None, error=f"{path}: demuxing failed after {i} frames "
+                                f"({type(exc).__name__}: {exc}); the rest of the file is unreadable")
+                    return
+                try:
+                    decoded = [f.to_ndarray(format="rgb24") for f in packet.decode()]
+                except errors as exc:
+                    yield Frame(_frame_name(i), None, error=f"{path}: undecodable packet after {i} frames "
+                                f"({type(exc).__name__}: {exc})")
+                    i += 1
+                    continue
+                for image in decoded:
+                    if max_frames is not None and i >= max_frames:
+                        return
+                    yield Frame(_frame_name(i), image)
+                    i += 1
 
     log.debug("%s: %s fps, %s frames", path, fps, count if count is not None else "unknown")
     return FrameSource(frames, count, fps)

@@ -55,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--save-probs", action="store_true", help="also write <frame>.npy probabilities")
     out.add_argument("--overlay", metavar="MP4", help="also write an overlay video (needs the 'video' extra)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--on-bad-frame", choices=("skip", "fail"), default="skip",
+                     help="a corrupt/undecodable frame or one of another size: skip it and list it in the "
+                     "report (default), or stop the run with an error; masks already written stay intact "
+                     "either way (files are written atomically). The first frame can never be skipped")
     add_loop_args(p)
     add_verbose(p)
     p.set_defaults(func=run)
@@ -129,7 +133,8 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
                                                                               resize=args.resize_masks),
                               save_probs=args.save_probs, total=source.count,
                               progress=not args.no_progress, resize_masks=args.resize_masks,
-                              on_result=overlay.add if overlay is not None else None)
+                              on_result=overlay.add if overlay is not None else None,
+                              on_bad_frame=args.on_bad_frame)
         finally:
             if overlay is not None:
                 overlay.close()
@@ -138,6 +143,9 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
     s = report.summary()
     print(f"wrote {report.frames} masks for objects {report.object_ids} to {args.out} "
           f"({s['fps']:.2f} FPS on {args.backend})" if s["fps"] else f"wrote {report.frames} masks to {args.out}")
+    if report.bad_frames:
+        print(f"skipped {len(report.bad_frames)} bad frame(s): "
+              f"{', '.join(b['frame'] for b in report.bad_frames)} (reasons in {Path(args.out) / 'report.json'})")
     if args.overlay:
         print(f"wrote the overlay video {args.overlay}")
     return 0

@@ -174,6 +174,48 @@ class StreamSession:
             self._emit(self._handle_control(item), queue_it=False)
         return future
 
+    def report(self, out: FrameFailed | ControlReply, *, with_frame: bool = True) -> Output | None:
+        """Emit an outcome a transport decided (e.g. an undecodable frame), in order with the rest.
+
+        `with_frame`: the outcome stands for a received frame (counted received + failed).
+        """
+        self._check_open()
+        with self._meta:
+            self.counters.received += int(with_frame)
+        item = ControlItem(op="report", args={"output": out, "with_frame": with_frame}, future=Future(),
+                           received=self._clock())
+        self.last_active = item.received
+        if self.threaded:
+            self._inbox.put_control(item)
+            return None
+        self._emit(self._reported(item), queue_it=False)
+        return out
+
+    def _reported(self, item: ControlItem) -> Output:
+        out = item.args["output"]
+        with self._meta:
+            if item.args["with_frame"]:
+                self.counters.failed += 1
+            if isinstance(out, ControlReply):
+                self.counters.controls += 1
+                self.counters.control_errors += int(not out.ok)
+        return out
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every item submitted so far is handled (threaded mode); False on timeout."""
+        if not self.threaded:
+            return True
+        future: Future = Future()
+        try:
+            self._inbox.put_control(ControlItem(op="sync", args={}, future=future, received=self._clock()))
+        except StreamClosedError:
+            return True
+        try:
+            future.result(timeout)
+        except Exception:  # noqa: BLE001 - timeout, or closed while waiting: nothing more will run
+            return future.done()
+        return True
+
     # -- outputs -----------------------------------------------------------------------------------
     def next_output(self, timeout: float | None = None) -> Output | None:
         """The next output (threaded mode); None on timeout or after the stream closed and drained."""
@@ -216,6 +258,8 @@ class StreamSession:
         for item in left:
             if isinstance(item, FrameItem):
                 self._emit(self._drop(item, DropReason.CLOSED, reason))
+            elif item.op in ("sync", "report"):
+                item.future.set_exception(StreamClosedError(reason))
             else:
                 err = StreamClosedError(f"stream {self.stream_id} closed before this {item.op} ran: {reason}")
                 item.future.set_exception(err)
@@ -238,6 +282,12 @@ class StreamSession:
             item = self._inbox.get()
             if item is None:
                 return
+            if isinstance(item, ControlItem) and item.op == "sync":
+                item.future.set_result(None)
+                continue
+            if isinstance(item, ControlItem) and item.op == "report":
+                self._emit(self._reported(item))
+                continue
             try:
                 out = self._handle_frame(item) if isinstance(item, FrameItem) else self._handle_control(item)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything; the error is reported

@@ -111,6 +111,7 @@ class StreamClient:
         self._seq = itertools.count(0)
         self._lock = threading.Lock()
         self.error: ServerError | None = None
+        self.received_at: dict[int, float] = {}      # seq -> wall-clock time its output arrived (latency)
         self._requests.put(pb.StreamRequest(open=opening))
         self._call = client.stub.Stream(self._request_iter(), metadata=client.metadata)
         try:
@@ -252,8 +253,10 @@ class StreamClient:
                     if fut is not None:
                         fut.set_result(out)
                     if out.result is not None:
+                        self.received_at[out.result.seq] = time.time()
                         self._outputs.put(out.result)
                 elif out is not None:
+                    self.received_at[out.seq] = time.time()
                     self._outputs.put(out)
         except grpc.RpcError as exc:
             self.error = ServerError(exc.code().name, exc.details() or "")

@@ -1,7 +1,7 @@
 """`s3rt bench --stream`: the same clip in-process and through a real `s3rt serve` on loopback.
 
 One run, side by side, on one exported model (ONNX Runtime, same thread count everywhere):
-1. offline: a Tracker in this process steps every frame; steady-state ms per frame (warm-up
+1. offline: a Tracker steps every frame in a fresh process (like the server: no torch loaded); steady-state ms per frame (warm-up
    frames excluded) and FPS.
 2. served, every frame (no drops): the server is a separate process (`s3rt serve`), the client
    here sends as fast as the server takes them; steady-state ms per frame from the arrival times
@@ -14,6 +14,7 @@ Client and server share the machine's cores, as they would on a robot.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -45,9 +46,28 @@ class StreamBenchOptions:
     clip_seed: int = 0
 
 
-def _offline(model_dir: str, frames: list[np.ndarray], mask: np.ndarray, o: StreamBenchOptions) -> dict:
+def _offline(model_dir: str, o: StreamBenchOptions) -> dict:
+    """In a fresh process like the server (no torch loaded, same thread count), same clip."""
+    spec = json.dumps({"model_dir": model_dir, "options": asdict(o)})
+    out = subprocess.run([sys.executable, "-m", "s3rt.benchmarks.stream_bench", spec], capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"offline worker failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _clip(model_dir: str, o: StreamBenchOptions) -> tuple[list[np.ndarray], np.ndarray]:
+    from s3rt.runtime.manifest import load_manifest
+    from s3rt.runtime.synthetic import make_clip
+    man = load_manifest(model_dir)
+    frames, masks = make_clip(o.warmup + o.frames, man.height, man.width, o.objects, seed=o.clip_seed)
+    return frames, masks[0].astype(np.int64)
+
+
+def _offline_worker(model_dir: str, o: StreamBenchOptions) -> dict:
     from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from s3rt.runtime.tracker import Tracker
+    frames, mask = _clip(model_dir, o)
     tracker = Tracker(OnnxRuntimeBackend(model_dir, threads=o.threads), max_short_side=None)
     times = []
     for i, f in enumerate(frames):
@@ -96,7 +116,6 @@ def _served(target: str, frames: list[np.ndarray], mask: np.ndarray, o: StreamBe
 def run_stream_bench(o: StreamBenchOptions) -> dict:
     from s3rt.benchmarks.bench import machine_info
     from s3rt.runtime.manifest import load_manifest
-    from s3rt.runtime.synthetic import make_clip
 
     with tempfile.TemporaryDirectory(prefix="s3rt-stream-bench-") as tmp:
         model_dir = o.model_dir
@@ -107,13 +126,11 @@ def run_stream_bench(o: StreamBenchOptions) -> dict:
                          check_parity=False)
             model_dir = tmp
         man = load_manifest(model_dir)
-        n = o.warmup + o.frames
-        frames, masks = make_clip(n, man.height, man.width, o.objects, seed=o.clip_seed)
-        mask = masks[0].astype(np.int64)
+        frames, mask = _clip(model_dir, o)
         result: dict = {"schema": "s3rt.benchmarks.stream_bench/1", "options": asdict(o),
                         "model": man.model.name, "size": [man.height, man.width], "machine": machine_info()}
-        log.info("offline: %d frames in-process", n)
-        result["offline"] = _offline(model_dir, frames, mask, o)
+        log.info("offline: %d frames in a fresh process", len(frames))
+        result["offline"] = _offline(model_dir, o)
         proc, port = _start_server(model_dir, o)
         try:
             target = f"127.0.0.1:{port}"
@@ -141,7 +158,7 @@ def format_stream_markdown(r: dict) -> str:
              f"deadline {r['options']['deadline_ms']:g} ms", "",
              "| mode | input FPS | output FPS | ms/frame | e2e p50 | e2e p95 | e2e p99 | dropped (reason) |",
              "|---|---|---|---|---|---|---|---|",
-             f"| offline, in-process | - | {off['fps']:.2f} | {off['ms_per_frame']:.1f} | - | - | - | 0 |",
+             f"| offline (tracker, no transport) | - | {off['fps']:.2f} | {off['ms_per_frame']:.1f} | - | - | - | 0 |",
              f"| served, every frame | max | {ev.get('fps', float('nan')):.2f} | {ev.get('ms_per_frame', float('nan')):.1f} "
              f"| {ev['e2e_ms']['p50']:.0f} | {ev['e2e_ms']['p95']:.0f} | {ev['e2e_ms']['p99']:.0f} | "
              f"{ev['dropped_total']} |"]
@@ -155,3 +172,8 @@ def format_stream_markdown(r: dict) -> str:
     if "overhead" in r:
         lines += ["", f"serving overhead per frame (served every-frame vs offline): {100 * r['overhead']:+.1f}%"]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":          # the offline worker: python -m s3rt.benchmarks.stream_bench SPEC_JSON
+    spec = json.loads(sys.argv[1])
+    print(json.dumps(_offline_worker(spec["model_dir"], StreamBenchOptions(**spec["options"]))))

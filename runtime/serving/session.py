@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from s3rt.errors import CapacityError, ObjectIdError, S3rtError, ShapeError, StateError, StreamClosedError
+from s3rt.errors import CapacityError, ConfigError, ObjectIdError, S3rtError, ShapeError, StateError, StreamClosedError
 from s3rt.runtime.preprocess import check_frame
 from s3rt.runtime.serving.inbox import ControlItem, FrameItem, Inbox
 from s3rt.runtime.serving.messages import (ControlReply, Dropped, DropReason, FrameFailed, ObjectId, Output,
@@ -57,9 +57,9 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         if self.deadline_from not in ("receive", "capture"):
-            raise StateError(f"deadline_from must be 'receive' or 'capture', got {self.deadline_from!r}")
+            raise ConfigError(f"deadline_from must be 'receive' or 'capture', got {self.deadline_from!r}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:
-            raise StateError(f"deadline_ms must be positive (or None for no deadline), got {self.deadline_ms}")
+            raise ConfigError(f"deadline_ms must be positive (or None for no deadline), got {self.deadline_ms}")
 
     @classmethod
     def every_frame(cls, **kw: Any) -> "StreamOptions":

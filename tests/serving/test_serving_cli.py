@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
-from conftest import make_clip  # noqa: E402
+from serving_helpers import make_clip  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 
 
@@ -55,3 +55,16 @@ def test_serve_and_stream_write_the_masks_of_an_offline_run(tiny_model, tmp_path
     finally:
         proc.terminate()
         assert proc.wait(20) == 0                     # SIGTERM: clean shutdown
+
+
+def test_bench_stream_reports_offline_and_served_side_by_side(tiny_model, tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--stream", "--model", str(tiny_model), "--height", "64", "--width", "96", "--frames", "8",
+                 "--threads", "1", "--rates", "0", "--json", str(out)]) == 0
+    import json
+    r = json.loads(out.read_text())
+    ev = r["served_every_frame"]
+    assert ev["complete"] and ev["results"] == 11 and ev["dropped_total"] == 0      # 3 warm-up + 8
+    assert r["offline"]["ms_per_frame"] > 0 and "overhead" in r
+    rt = r["realtime"][0]
+    assert rt["results"] + rt["dropped_total"] + rt["errors"] == 11

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
-from conftest import H, W, SlowBackend, make_clip  # noqa: E402
+from serving_helpers import H, W, SlowBackend, make_clip  # noqa: E402
 from s3rt.errors import ObjectIdError, ShapeError, StreamClosedError  # noqa: E402
 from s3rt.runtime.serving import Dropped, DropReason, FrameFailed, Result, ServingLimits, StreamOptions  # noqa: E402
 from s3rt.runtime.tracker import Tracker  # noqa: E402
@@ -160,6 +160,14 @@ def test_limits_and_token(backend):
             with pytest.raises(ServerError, match="RESOURCE_EXHAUSTED.*limit is 1"):
                 c.stream()
             assert c.info().max_streams == 1 and s.opened.max_objects == 2
+            import urllib.request
+            httpd = srv.metrics.serve_http(0)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_port}/metrics", timeout=10).read().decode()
+            finally:
+                httpd.shutdown()
+            assert "s3rt_active_streams 1.0" in text and 's3rt_streams_refused_total{why="max_streams"} 1.0' in text
+            assert 's3rt_streams_refused_total{why="auth"} 1.0' in text
             s.close()
     finally:
         srv.stop()
@@ -212,6 +220,9 @@ def test_slow_backend_drops_instead_of_queueing(backend):
         drops = [o for o in outs if isinstance(o, Dropped)]
         assert len(drops) > len(done) > 3
         assert {d.reason for d in drops} <= {DropReason.SUPERSEDED, DropReason.DEADLINE}
+        for reason in DropReason:
+            got = srv.metrics.registry.get_sample_value("s3rt_frames_dropped_total", {"reason": reason.value}) or 0
+            assert got == sum(d.reason is reason for d in drops)
         assert max(o.timing.queue_ms for o in done) <= 80              # never processed late
         infer = max(o.timing.inference_ms for o in done)
         assert max(o.timing.total_ms for o in done) <= 80 + infer + 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving_helpers import H, W
+from s3rt_serving.serving_helpers import H, W
 
 
 @pytest.fixture(scope="session")

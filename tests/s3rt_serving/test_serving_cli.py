@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
-from serving_helpers import make_clip  # noqa: E402
+from s3rt_serving.serving_helpers import make_clip  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
-from serving_helpers import H, W, SlowBackend, make_clip  # noqa: E402
+from s3rt_serving.serving_helpers import H, W, SlowBackend, make_clip  # noqa: E402
 from s3rt.errors import ObjectIdError, ShapeError, StreamClosedError  # noqa: E402
 from s3rt.runtime.serving import Dropped, DropReason, FrameFailed, Result, ServingLimits, StreamOptions  # noqa: E402
 from s3rt.runtime.tracker import Tracker  # noqa: E402
@@ -228,3 +228,12 @@ def test_slow_backend_drops_instead_of_queueing(backend):
         assert max(o.timing.total_ms for o in done) <= 80 + infer + 20
     finally:
         srv.stop()
+
+
+def test_server_and_client_import_without_torch():
+    import subprocess
+    import sys
+    code = ("import sys\nsys.modules['torch'] = None\n"
+            "import s3rt.serve.server, s3rt.client, s3rt.cli.serve, s3rt.cli.stream\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

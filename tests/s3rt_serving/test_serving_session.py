@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 import pytest
 
-from serving_helpers import H, W, SlowBackend, make_clip
+from s3rt_serving.serving_helpers import H, W, SlowBackend, make_clip
 from s3rt.errors import CapacityError, ObjectIdError, ShapeError, StateError, StreamClosedError
 from s3rt.runtime.serving import (ControlReply, Dropped, DropReason, FrameFailed, Result, ServingLimits,
                                   SessionManager, StreamOptions, StreamSession, tracker_factory)

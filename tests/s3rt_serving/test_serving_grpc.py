@@ -237,3 +237,57 @@ def test_server_and_client_import_without_torch():
             "import s3rt.serve.server, s3rt.client, s3rt.cli.serve, s3rt.cli.stream\nprint('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_message_beyond_the_transport_limit_ends_only_that_stream(server):
+    """Above max_frame_bytes a frame gets a FrameError (tested above); above gRPC's own limit
+    (2 x max_frame_bytes + 1 MiB) gRPC ends that one call: the server and other streams go on."""
+    from s3rt.serve import codec
+    frames, mask = make_clip(2)
+    with client(server) as c:
+        other = c.stream(every_frame=True)
+        other.add_objects(mask, frames[0])
+        s = c.stream(every_frame=True)
+        huge = 2 * server.service.config.max_message_bytes
+        s.send_image(codec.pb.Image(data=bytes(huge), height=1, width=huge, encoding=codec.pb.MONO8), seq=1)
+        assert s.next_output(20) is None and s.error.code == "RESOURCE_EXHAUSTED"
+        assert isinstance(other.process(frames[1], seq=1), Result)
+        assert c.health() == "SERVING"
+        other.close()
+
+
+def test_tls_and_json_logs(backend, tmp_path):
+    import json
+    import logging
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found: cannot make a test certificate")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    srv = start(backend, tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
+    from s3rt.cli.serve import JsonFormatter
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(JsonFormatter().format(r))
+    logging.getLogger("s3rt").addHandler(handler)
+    logging.getLogger("s3rt").setLevel(logging.INFO)
+    try:
+        from s3rt.client import Client, ServerError
+        frames, mask = make_clip(2)
+        with Client(f"localhost:{srv.port}", tls_ca=cert.read_bytes()) as c:
+            with c.stream(every_frame=True) as s:
+                s.add_objects(mask, frames[0])
+                assert isinstance(s.process(frames[1], seq=1), Result)
+        with client(srv) as plain, pytest.raises(ServerError, match="UNAVAILABLE"):
+            plain.timeout_s = 3                             # a plaintext client cannot talk to a TLS server
+            plain.info()
+    finally:
+        srv.stop()
+        logging.getLogger("s3rt").removeHandler(handler)
+    events = [json.loads(r) for r in records]
+    opened = [e for e in events if e.get("event") == "open"]
+    closed = [e for e in events if e.get("event") == "close"]
+    assert opened and closed and opened[0]["stream"] == closed[0]["stream"] and "reason" in closed[0]

@@ -298,6 +298,7 @@ class StreamSession:
                                     message=str(exc)))
                 if isinstance(item, ControlItem) and not item.future.done():
                     item.future.set_exception(exc)
+            self.last_active = self._clock()        # a stream still working through its inbox is not idle
             self._emit(out)
 
     def _frame_item(self, frame: np.ndarray, seq: int, capture_ts: float | None) -> FrameItem:

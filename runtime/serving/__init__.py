@@ -20,7 +20,10 @@ API (stable; other adapters build on it):
   `remove_objects(ids)`, `reset()` return a `ControlReply` (raise the typed error on refusal; a
   refused op changes nothing); `control(op, ...)` is the non-blocking form (a Future). Frames:
   `submit(frame, seq, capture_ts)` (threaded) or `process(...)` -> output (synchronous mode,
-  `threaded=False`). `close(reason)`; `counters`, `objects.labels`, `state_bytes`, `frame_hw`.
+  `threaded=False`). `report(FrameFailed|ControlReply)` emits an outcome a transport decided (e.g.
+  an undecodable frame) in order with the rest; `drain(timeout)` waits until everything submitted
+  so far is handled. `close(reason)`; `counters`, `objects.labels`, `state_bytes`, `frame_hw`,
+  `closed_reason`, `last_active`.
 - `StreamOptions`: `deadline_ms` (None = none), `deadline_from` "receive"|"capture",
   `latest_frame_wins` (False = every frame in order with back-pressure: `StreamOptions.every_frame()`),
   `max_waiting`, `max_objects`.

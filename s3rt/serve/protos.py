@@ -62,7 +62,12 @@ def load() -> tuple[ModuleType, ModuleType]:
         raise MissingDependencyError(f"serving needs grpcio and grpcio-tools: pip install 's3rt[serve]' ({exc})") from exc
     out = _cache_dir()
     if not (out / "s3rt_serving_pb2_grpc.py").is_file():
-        _generate(out)
+        try:
+            _generate(out)
+        except OSError:                                 # no writable home: generate under the temp folder
+            out = Path(tempfile.gettempdir()) / "s3rt-proto" / out.name
+            if not (out / "s3rt_serving_pb2_grpc.py").is_file():
+                _generate(out)
     if str(out) not in sys.path:
         sys.path.append(str(out))                       # the grpc module imports its pb2 by top-level name
     _MODULES = (importlib.import_module("s3rt_serving_pb2"), importlib.import_module("s3rt_serving_pb2_grpc"))

@@ -230,13 +230,16 @@ def test_slow_backend_drops_instead_of_queueing(backend):
         srv.stop()
 
 
-def test_server_and_client_import_without_torch():
+def test_server_and_client_import_without_torch_generating_the_stubs(tmp_path):
+    import os
     import subprocess
     import sys
     code = ("import sys\nsys.modules['torch'] = None\n"
             "import s3rt.serve.server, s3rt.client, s3rt.cli.serve, s3rt.cli.stream\nprint('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "S3RT_PROTO_CACHE": str(tmp_path)}          # empty cache: generated on import
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert {p.name for p in tmp_path.glob("*/*.py")} == {"s3rt_serving_pb2.py", "s3rt_serving_pb2_grpc.py"}
 
 
 def test_message_beyond_the_transport_limit_ends_only_that_stream(server):

@@ -51,3 +51,7 @@ class BackendError(S3rtError):
 
 class InternalError(Exception):
     """A broken internal invariant: a bug in s3rt, not a user error."""
+
+
+class StreamClosedError(StateError):
+    """An operation on a serving stream that was closed (by the client, an idle timeout or shutdown)."""

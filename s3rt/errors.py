@@ -51,3 +51,11 @@ class BackendError(S3rtError):
 
 class InternalError(Exception):
     """A broken internal invariant: a bug in s3rt, not a user error."""
+
+
+class RosMessageError(InputError):
+    """A ROS message that cannot be converted (unsupported encoding, wrong step, truncated data)."""
+
+
+class BagError(InputError):
+    """A bag that cannot be replayed (missing, empty, topic absent, wrong message type)."""

@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory):
     from s3rt.export.onnx_export import export_model
 
     out = tmp_path_factory.mktemp("tiny_ros")
-    export_model("tiny", out_dir=out, height=H, width=W, max_objects=4, seed=3, check_parity=False)
+    export_model("tiny", out_dir=out, height=H, width=W, max_objects=4, seed=2, check_parity=False)
     return out
 
 
@@ -123,6 +123,6 @@ def test_replay_user_errors(tmp_path, tiny_model, clip, capsys):
 
 
 def test_reference_masks_are_not_trivial(run_masks):
-    """Guard for the equality tests: both objects are tracked beyond the first frame."""
+    """Guard for the equality tests (random weights, so masks mean nothing): varied, both ids present."""
     assert all({1, 2} <= set(np.unique(m).tolist()) for m in run_masks[:3])
     assert len({m.tobytes() for m in run_masks}) > 1

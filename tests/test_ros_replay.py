@@ -17,25 +17,19 @@ from s3rt.cli.main import main  # noqa: E402
 from s3rt.runtime.io import write_index_mask  # noqa: E402
 from s3rt.runtime.ros import bag  # noqa: E402
 from s3rt.runtime.synthetic import make_clip  # noqa: E402
-
-H, W, N_FRAMES = 64, 96, 8
-TOPIC = "/camera/image_raw"
+from ros_helpers import H, N_FRAMES, TOPIC, W, export_tiny  # noqa: E402
+import ros_helpers  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    pytest.importorskip("torch", reason="the export needs torch")
-    from s3rt.export.onnx_export import export_model
-
-    out = tmp_path_factory.mktemp("tiny_ros")
-    export_model("tiny", out_dir=out, height=H, width=W, max_objects=4, seed=2, check_parity=False)
-    return out
+    return export_tiny(tmp_path_factory.mktemp("tiny_ros"))
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The synthetic clip as PNG frames + first mask, and `s3rt run`'s masks for it (the reference)."""
-    frames, masks = make_clip(N_FRAMES, H, W, 2, seed=4)
+    frames, masks = ros_helpers.clip()
     root = tmp_path_factory.mktemp("clip")
     (root / "frames").mkdir()
     for i, f in enumerate(frames):

@@ -103,16 +103,43 @@ def test_node_params_are_checked():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="rclpy not installed (needs a sourced ROS 2)")
-def test_rclpy_node_starts_and_declares_its_interface(tiny_model):
+def test_rclpy_node_wiring(tiny_model):
+    """Parameters declared, publishers made, and rclpy's own message classes built by RclpyKit."""
     import rclpy
 
     from s3rt.runtime.ros.node import create_node
 
+    frames, masks = ros_helpers.clip()
     rclpy.init()
     try:
-        node = create_node(parameter_overrides={"model_dir": str(tiny_model)})
-        names = {n for n, _ in node.get_topic_names_and_types()}
-        assert {"/mask", "/detections", "/timing"} <= names or node.publishers
+        node = create_node(parameter_overrides={"model_dir": str(tiny_model), "threads": 1})
+        assert set(node.pubs) == {"mask", "detections", "timing"}
+        assert node.get_parameter("qos_depth").value == 1 and node.get_parameter("backend").value == "onnxruntime"
+        rkit = node.logic.kit
+        mask = messages.image(rkit, messages.header(rkit, 0, ""),
+                              convert.encode_image(mask_from_labels(masks[0], 1), "mono8"))
+        assert node.logic.add_objects(["cup"], masks=[mask]).success
+        img = messages.image(rkit, messages.header(rkit, 7, "cam"), convert.encode_image(frames[0], "rgb8"))
+        out = dict(node.logic.on_image(img))
+        assert out["mask"].header.frame_id == "cam" and type(out["mask"]).__module__.startswith("sensor_msgs")
+        node._send(list(out.items()))
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_ros_modules_import_without_torch_or_rclpy():
+    """The adapters are torch-free and import rclpy only when a node is created."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('torch', 'rclpy', 'sensor_msgs', 'std_msgs', 'vision_msgs'): sys.modules[m] = None\n"
+            "import s3rt.runtime.ros.convert, s3rt.runtime.ros.messages, s3rt.runtime.ros.bag, "
+            "s3rt.runtime.ros.replay, s3rt.runtime.ros.node_logic, s3rt.runtime.ros.node, "
+            "s3rt.runtime.ros.tracker_session\n"
+            "from s3rt.runtime.ros.node import main\n"
+            "assert main([]) == 1\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "optional dependency 'rclpy' is needed here" in proc.stderr and "source a ROS 2" in proc.stderr

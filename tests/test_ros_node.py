@@ -143,3 +143,29 @@ def test_ros_modules_import_without_torch_or_rclpy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "optional dependency 'rclpy' is needed here" in proc.stderr and "source a ROS 2" in proc.stderr
+
+
+def test_node_logic_live_policy_accounts_for_every_frame(tiny_model, kit):
+    """Frames arriving faster than the model: latest wins, each frame gets exactly one timing record."""
+    from s3rt.runtime.ros.realtime import RealtimeSession
+
+    frames, masks = ros_helpers.clip()
+    session = RealtimeSession(TrackerSession(_tracker(tiny_model)))
+    logic = SegmentationNodeLogic(session, kit, NodeParams(model_dir=str(tiny_model)))
+    try:
+        m = messages.image(kit, messages.header(kit, 0, ""), convert.encode_image(masks[0].astype(np.uint8), "mono8"))
+        assert logic.add_objects(["both"], masks=[m]).success
+        out = []
+        for i in range(40):                          # a burst: no pause between frames
+            out += logic.on_image(_image(kit, frames[i % len(frames)], i))
+        for _ in range(200):
+            if logic.counts["processed"] + logic.counts["dropped"] == 40:
+                break
+            out += logic.drain(timeout_s=0.05)
+        seqs = sorted(json.loads(msg.data)["seq"] for key, msg in out if key == "timing")
+        assert seqs == list(range(40))
+        assert logic.counts["dropped"] > 0 and logic.counts["processed"] == sum(k == "mask" for k, _ in out)
+        stamps = {msg.header.stamp.nanosec for key, msg in out if key == "mask"}
+        assert stamps <= {1000 + i for i in range(40)}
+    finally:
+        session.close()

@@ -120,3 +120,42 @@ def test_reference_masks_are_not_trivial(run_masks):
     """Guard for the equality tests (random weights, so masks mean nothing): varied, both ids present."""
     assert all({1, 2} <= set(np.unique(m).tolist()) for m in run_masks[:3])
     assert len({m.tobytes() for m in run_masks}) > 1
+
+
+def _records(out):
+    return [json.loads(t.data) for _, t in bag.read_topic(out, "/s3rt/timing")]
+
+
+def test_realtime_replay_above_capacity_drops_and_keeps_latency_bounded(tmp_path, tiny_model, clip):
+    """30 frames recorded at 30 FPS played 50x faster (1500 FPS): far above what the model does."""
+    frames, _, root = clip
+    long = [frames[i % len(frames)] for i in range(30)]
+    bag.write_image_bag(tmp_path / "in", long, storage="mcap")
+    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+                   "--realtime", "--rate", "50", "--report", str(tmp_path / "r.json")) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    records = _records(tmp_path / "out")
+    ok = [r for r in records if r["status"] == "ok"]
+    dropped = [r for r in records if r["status"] == "dropped"]
+    assert sorted(r["seq"] for r in records) == list(range(30))          # every frame accounted for once
+    assert report["frames_in"] == 30 == report["processed"] + sum(report["dropped"].values())
+    assert len(ok) == report["processed"] == len(bag.read_topic(tmp_path / "out", "/s3rt/mask"))
+    assert dropped and {r["reason"] for r in dropped} == {"superseded"} and report["dropped"]["superseded"] == len(dropped)
+    # latest frame wins: a result waited for at most the one frame in flight, so end-to-end latency
+    # stays under two inference times (a FIFO queue would grow to ~30 inference times here)
+    worst_inference = max(r["inference_ms"] for r in ok)
+    assert max(r["e2e_ms"] for r in ok[1:]) < 2 * worst_inference + 20.0
+    assert 0 in [r["seq"] for r in ok]           # the prompted first frame is never dropped
+
+
+def test_realtime_deadline_drops_stale_frames(tmp_path, tiny_model, clip):
+    frames, _, root = clip
+    bag.write_image_bag(tmp_path / "in", [frames[i % len(frames)] for i in range(20)])
+    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+                   "--realtime", "--rate", "50", "--deadline-ms", "0.5", "--report", str(tmp_path / "r.json")) == 0
+    records = _records(tmp_path / "out")
+    late = [r for r in records if r.get("reason") == "deadline"]
+    assert late and all(r["queue_ms"] > 0.5 for r in late)
+    assert all(r["queue_ms"] <= 0.5 for r in records if r["status"] == "ok" and r["seq"] > 0)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["frames_in"] == report["processed"] + sum(report["dropped"].values()) == 20

@@ -37,7 +37,10 @@ def default_session(params: NodeParams) -> Session:
     backend = make_backend(params.backend, config=config, model_dir=params.model_dir, device=params.device,
                            threads=params.threads or None)
     settings = InferenceConfig(max_objects=params.max_objects) if params.backend == "torch" else None
-    return TrackerSession(Tracker(backend, settings))
+    from s3rt.runtime.ros.realtime import RealtimeSession
+
+    return RealtimeSession(TrackerSession(Tracker(backend, settings), owns_backend=True),
+                           deadline_ms=params.deadline_ms or None)
 
 
 def create_node(*, node_name: str = "s3rt", session_factory: SessionFactory = default_session,
@@ -67,7 +70,7 @@ def _node_class() -> type:
             for f in fields(NodeParams):
                 self.declare_parameter(f.name, getattr(defaults, f.name))
             params = NodeParams(**{f.name: self.get_parameter(f.name).value for f in fields(NodeParams)}).check()
-            self.logic = SegmentationNodeLogic(session_factory(params), RclpyKit(), params, sync=True)
+            self.logic = SegmentationNodeLogic(session_factory(params), RclpyKit(), params)
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=params.qos_depth,
                              reliability=(ReliabilityPolicy.BEST_EFFORT if params.qos_reliability == "best_effort"
                                           else ReliabilityPolicy.RELIABLE),
@@ -87,6 +90,7 @@ def _node_class() -> type:
             else:
                 self.create_service(AddObjects, "add_objects", self._add_objects)
                 self.create_service(RemoveObject, "remove_object", self._remove_object)
+            self.create_timer(0.002, lambda: self._send(self.logic.drain()))   # results of the worker
             self.get_logger().info(f"s3rt node ready: {params}")
 
         def _send(self, out: list[tuple[str, Any]]) -> None:
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if node is not None:
+            node.logic.session.close()
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -1,7 +1,8 @@
 """A synchronous Session over one runtime Tracker (user ids -> labels, no real-time policy).
 
 Interim seam until the serving core is merged: ``process`` runs the tracker on the frame; the
-real-time calls (``submit``/``poll``) are refused with a clear message.
+real-time calls (``submit``/``poll``) are refused with a clear message; wrap it in
+``s3rt.runtime.ros.realtime.RealtimeSession`` for the live policy.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from s3rt.runtime.tracker import Tracker
 
 
 class TrackerSession:
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, *, owns_backend: bool = False) -> None:
         self.tracker = tracker
+        self.owns_backend = owns_backend          # close() closes the backend too (the node's case)
         self._labels: dict[str, int] = {}         # user id -> label (= the tracker's object id)
         self._pending: np.ndarray | None = None   # index mask for the next frame
 
@@ -90,4 +92,5 @@ class TrackerSession:
         return []
 
     def close(self) -> None:
-        self.tracker.backend.close()
+        if self.owns_backend:
+            self.tracker.backend.close()

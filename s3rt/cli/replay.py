@@ -108,6 +108,7 @@ def _prompt(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from s3rt.cli.run import _backend, _tracker_factory
     from s3rt.runtime.ros.bag import ImageTopicReader, ResultBagWriter
+    from s3rt.runtime.ros.realtime import RealtimeSession
     from s3rt.runtime.ros.replay import replay
     from s3rt.runtime.ros.tracker_session import TrackerSession
 
@@ -122,10 +123,16 @@ def run(args: argparse.Namespace) -> int:
         with backend, ResultBagWriter(args.out_bag, storage=args.storage or reader.storage, mask_topic=args.mask_topic,
                                       detections_topic=args.detections_topic, timing_topic=args.timing_topic) as writer:
             session = TrackerSession(_tracker_factory(args, backend)())
+            if args.realtime:
+                session = RealtimeSession(session, deadline_ms=args.deadline_ms)
             from tqdm import tqdm
-            with tqdm(total=reader.count, desc="replaying", unit="frame", disable=args.no_progress, leave=False) as bar:
-                report = replay(reader, session, writer, prompt=_prompt(args), realtime=args.realtime, rate=args.rate,
-                                progress=bar.update)
+            try:
+                with tqdm(total=reader.count, desc="replaying", unit="frame", disable=args.no_progress,
+                          leave=False) as bar:
+                    report = replay(reader, session, writer, prompt=_prompt(args), realtime=args.realtime,
+                                    rate=args.rate, progress=bar.update)
+            finally:
+                session.close()
     finally:
         reader.close()
     summary = report.summary()

@@ -159,3 +159,32 @@ def test_realtime_deadline_drops_stale_frames(tmp_path, tiny_model, clip):
     assert all(r["queue_ms"] <= 0.5 for r in records if r["status"] == "ok" and r["seq"] > 0)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["frames_in"] == report["processed"] + sum(report["dropped"].values()) == 20
+
+
+@pytest.mark.parametrize("fault,code", [(KeyboardInterrupt, 130), ("backend", 1)])
+def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, tiny_model, clip, run_masks, monkeypatch, fault, code):
+    """An error injected on frame 4 (Ctrl-C, or a backend failure) stops the replay; the output bag
+    holds frames 0-3, is indexed and readable, and its masks are the right ones."""
+    from s3rt.errors import BackendError
+    from s3rt.runtime.ros.tracker_session import TrackerSession
+
+    frames, _, root = clip
+    bag.write_image_bag(tmp_path / "in", frames, storage="mcap")
+    real = TrackerSession.process
+
+    def faulty(self, frame, seq, capture_ns):
+        if seq == 4:
+            raise KeyboardInterrupt if fault is KeyboardInterrupt else BackendError("device lost (injected)")
+        return real(self, frame, seq, capture_ns)
+
+    monkeypatch.setattr(TrackerSession, "process", faulty)
+    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+                   "--report", str(tmp_path / "r.json")) == code
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["processed"] == 4 and report["frames_in"] == 5
+    assert report["stopped"] == ("interrupted (Ctrl-C)" if code == 130 else "error: device lost (injected)")
+    assert (tmp_path / "out" / "metadata.yaml").is_file()
+    masks = bag.read_topic(tmp_path / "out", "/s3rt/mask")
+    assert len(masks) == 4 and len(bag.read_topic(tmp_path / "out", "/s3rt/timing")) == 4
+    for (_, m), ref in zip(masks, run_masks):
+        np.testing.assert_array_equal(m.data.reshape(H, W), ref)

@@ -97,15 +97,17 @@ class _Recorder:
 
 
 def replay(reader: ImageTopicReader, session: Session, writer: ResultBagWriter, *, prompt: Prompt,
-           realtime: bool = False, rate: float = 1.0, progress: Callable[[int], None] | None = None) -> ReplayReport:
+           realtime: bool = False, rate: float = 1.0, progress: Callable[[int], None] | None = None,
+           report: ReplayReport | None = None) -> ReplayReport:
     """Run every frame of `reader` through `session` into `writer` (already open); see module doc.
 
     `prompt(session, frame_hw)` gives the first objects; it runs before the first usable frame,
     which is always processed (never dropped), so the objects exist from that frame on.
+    Pass `report` to keep the counts of a replay that raises (error, Ctrl-C).
     """
     if rate <= 0:
         raise S3rtError(f"--rate must be > 0, got {rate}")
-    report = ReplayReport()
+    report = report if report is not None else ReplayReport()
     rec = _Recorder(writer, report)
     started = False
     t_wall0 = t_bag0 = 0.0

@@ -109,16 +109,18 @@ def run(args: argparse.Namespace) -> int:
     from s3rt.cli.run import _backend, _tracker_factory
     from s3rt.runtime.ros.bag import ImageTopicReader, ResultBagWriter
     from s3rt.runtime.ros.realtime import RealtimeSession
-    from s3rt.runtime.ros.replay import replay
+    from s3rt.runtime.ros.replay import ReplayReport, replay
     from s3rt.runtime.ros.tracker_session import TrackerSession
 
     if (args.mask is None) == (args.prompts is None):
         raise ConfigError("give the first frame's objects with exactly one of --mask PNG or --prompts JSON")
     if not args.realtime and (args.rate != 1.0 or args.deadline_ms is not None):
         raise ConfigError("--rate and --deadline-ms apply only with --realtime")
+    if args.rate <= 0 or (args.deadline_ms is not None and args.deadline_ms <= 0):
+        raise ConfigError(f"--rate and --deadline-ms must be > 0, got {args.rate} and {args.deadline_ms}")
     reader = ImageTopicReader(args.bag, args.image_topic)
     backend, notes = _backend(args)
-    report = None
+    report = ReplayReport()
     try:
         with backend, ResultBagWriter(args.out_bag, storage=args.storage or reader.storage, mask_topic=args.mask_topic,
                                       detections_topic=args.detections_topic, timing_topic=args.timing_topic) as writer:
@@ -129,16 +131,16 @@ def run(args: argparse.Namespace) -> int:
             try:
                 with tqdm(total=reader.count, desc="replaying", unit="frame", disable=args.no_progress,
                           leave=False) as bar:
-                    report = replay(reader, session, writer, prompt=_prompt(args), realtime=args.realtime,
-                                    rate=args.rate, progress=bar.update)
+                    replay(reader, session, writer, prompt=_prompt(args), realtime=args.realtime, rate=args.rate,
+                           progress=bar.update, report=report)
             finally:
                 session.close()
     finally:
         reader.close()
-    summary = report.summary()
-    summary["notes"] = notes
-    if args.report:
-        Path(args.report).write_text(json.dumps(summary, indent=2) + "\n")
+        summary = report.summary()
+        summary["notes"] = notes
+        if args.report:     # also when the replay stopped early: says how far it got and why
+            Path(args.report).write_text(json.dumps(summary, indent=2) + "\n")
     drops = ", ".join(f"{k}={v}" for k, v in summary["dropped"].items()) or "none"
     print(f"replayed {summary['frames_in']} frames of {args.image_topic}: {summary['processed']} processed, "
           f"drops {drops}, {summary['errors']} frame errors, {summary['out_of_order_stamps']} out-of-order stamps; "

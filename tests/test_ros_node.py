@@ -57,11 +57,16 @@ def test_node_logic_equals_the_tracker_and_copies_headers(tiny_model, kit):
     ref_tracker = _tracker(tiny_model)
     for i, f in enumerate(frames):
         out = dict(logic.on_image(_image(kit, f, i)))
-        ref = ref_tracker.step(f, mask=masks[0] if i == 0 else None).index_mask
+        ref_result = ref_tracker.step(f, mask=masks[0] if i == 0 else None)
+        ref = ref_result.index_mask
         mask = out["mask"]
         assert (mask.header.stamp.nanosec, mask.header.frame_id) == (1000 + i, "cam")
         np.testing.assert_array_equal(convert.decode_image(mask)[..., 0], ref)
         assert {d.id for d in out["detections"].detections} == {("cup", "pen")[v - 1] for v in np.unique(ref) if v}
+        for d in out["detections"].detections:     # score = mean probability of the object inside its mask
+            label = {"cup": 1, "pen": 2}[d.id]
+            probs = ref_result.probabilities[ref_result.object_ids.index(label) + 1]
+            assert d.results[0].hypothesis.score == pytest.approx(float(probs[ref == label].mean()), abs=1e-6)
         rec = json.loads(out["timing"].data)
         assert rec["status"] == "ok" and rec["seq"] == i + 1 and rec["inference_ms"] > 0
     assert logic.counts == {"received": 9, "processed": 8, "dropped": 0, "errors": 0, "waiting_for_objects": 1}

@@ -192,7 +192,7 @@ class ObjectBox:
     y0: int          # first row
     x1: int          # one past the last column
     y1: int          # one past the last row
-    score: float = 1.0
+    score: float = 1.0   # mean probability inside the mask when the session gives it
 
     @property
     def center(self) -> tuple[float, float]:

@@ -121,7 +121,7 @@ class SegmentationNodeLogic:
         self.counts["processed"] += 1
         out_hdr = messages.copy_header(self.kit, hdr)
         enc = None if self.params.mask_encoding == "auto" else self.params.mask_encoding
-        boxes = convert.object_boxes(o.labels, o.ids)
+        boxes = convert.object_boxes(o.labels, o.ids, o.scores)
         return [("mask", messages.image(self.kit, out_hdr, convert.label_image(o.labels, encoding=enc))),
                 ("detections", messages.detections(self.kit, out_hdr, boxes)),
                 ("timing", self._timing(hdr, o.seq, "ok", queue_ms=o.queue_ms, inference_ms=o.inference_ms,

@@ -82,7 +82,7 @@ class _Recorder:
                                                                 queue_ms=out.queue_ms))
             return
         assert out.labels is not None
-        boxes = object_boxes(out.labels, out.ids)
+        boxes = object_boxes(out.labels, out.ids, out.scores)
         self.writer.write_result(frame.bag_ns, frame.header, out.labels, boxes)
         self.report.processed += 1
         self.report.e2e_ms.append(out.e2e_ms)

@@ -23,6 +23,7 @@ class Outcome:
     capture_ns: int
     labels: np.ndarray | None = None              # (H, W) label image, 0 = background
     ids: dict[int, str] = field(default_factory=dict)   # label -> user object id
+    scores: dict[int, float] = field(default_factory=dict)   # label -> mean probability inside its mask
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     e2e_ms: float = 0.0

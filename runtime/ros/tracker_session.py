@@ -82,8 +82,14 @@ class TrackerSession:
             self._pending = None
         ms = (time.perf_counter() - t0) * 1000
         by_label = {v: k for k, v in self._labels.items()}
-        return Outcome(seq, capture_ns, labels=result.index_mask, ids={i: by_label[i] for i in result.object_ids},
-                       inference_ms=ms, e2e_ms=ms)
+        labels = result.index_mask                                  # (H, W) argmax mapped to labels
+        scores = {}
+        for row, label in enumerate(result.object_ids):             # probabilities: (N+1, H, W), bg first
+            inside = labels == label
+            if inside.any():
+                scores[label] = float(result.probabilities[row + 1][inside].mean())
+        return Outcome(seq, capture_ns, labels=labels, ids={i: by_label[i] for i in result.object_ids},
+                       scores=scores, inference_ms=ms, e2e_ms=ms)
 
     def submit(self, frame: np.ndarray, seq: int, capture_ns: int) -> None:
         raise StateError("real-time replay needs the serving session core (not merged in this build)")

@@ -60,11 +60,11 @@ class ImageTopicReader:
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
         rosbags.load()     # MissingDependencyError naming the 'ros' extra when absent
-        from rosbags.highlevel import AnyReader, AnyReaderError
+        from rosbags.highlevel import AnyReader
         self._reader = AnyReader([self.path], default_typestore=messages.typestore())
         try:
             self._reader.open()
-        except (AnyReaderError, Exception) as exc:   # noqa: BLE001 - rosbags raises several error types
+        except Exception as exc:   # noqa: BLE001 - rosbags raises several error types for a broken bag
             raise BagError(f"{self.path}: not a readable rosbag2 folder ({exc})") from exc
         try:
             self._connections = self._find_topic()

@@ -10,6 +10,7 @@ it (the definitions below are the vision_msgs 4.x ones used by Humble and later)
 from __future__ import annotations
 
 import array
+import functools
 import importlib
 import logging
 from collections.abc import Iterable
@@ -47,8 +48,9 @@ class MessageKit(Protocol):
     def f64(self, values: Iterable[float], n: int) -> Any: ...
 
 
+@functools.lru_cache(maxsize=None)
 def typestore(distro: str = "ROS2_HUMBLE") -> Any:
-    """A rosbags type store for `distro` with vision_msgs present."""
+    """A rosbags type store for `distro` with vision_msgs present (built once per distro)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(getattr(Stores, distro))

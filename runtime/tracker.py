@@ -105,6 +105,11 @@ class Tracker:
     def frame_index(self) -> int:
         return self._t
 
+    @property
+    def bucket_count(self) -> int:
+        """Object groups in use (objects first given on distinct frames); capacity: settings.max_buckets."""
+        return len(self._buckets)
+
     def add_objects(self, mask: np.ndarray, ids: list[int] | None = None) -> None:
         """Give an index mask for the *next* frame passed to step() (new or re-annotated ids)."""
         self._parse_mask(mask, ids)    # validate now, apply with the frame

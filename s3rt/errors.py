@@ -59,3 +59,7 @@ class RosMessageError(InputError):
 
 class BagError(InputError):
     """A bag that cannot be replayed (missing, empty, topic absent, wrong message type)."""
+
+
+class StreamClosedError(StateError):
+    """An operation on a serving stream that was closed (by the client, an idle timeout or shutdown)."""

@@ -75,11 +75,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--json", metavar="OUT", help="write all results as JSON")
     o.add_argument("--markdown", metavar="OUT.md", help="also write the markdown table to a file")
     o.add_argument("--plot", metavar="OUT.png", help="PNG of FPS, latency percentiles and sweeps (matplotlib)")
+    st = p.add_argument_group("stream benchmark (--stream)")
+    st.add_argument("--stream", action="store_true", help="instead: offline vs served through a real 's3rt serve' "
+                    "on loopback (ONNX Runtime): throughput, serving overhead, e2e p50/p95/p99 at paced rates, drops")
+    st.add_argument("--rates", default="10,30,0", help="with --stream: input FPS to pace at, 0 = as fast as "
+                    "possible (default 10,30,0)")
+    st.add_argument("--deadline-ms", type=float, default=200.0, help="with --stream: the server's deadline (200)")
     add_verbose(p)
     p.set_defaults(func=run)
 
 
+def _run_stream(args: argparse.Namespace) -> int:
+    from s3rt.benchmarks.stream_bench import StreamBenchOptions, format_stream_markdown, run_stream_bench
+
+    if args.model is None and args.config is None:
+        raise ConfigError("--stream needs --model DIR or --config NAME (exported here at --height x --width)")
+    try:
+        rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--rates: expected comma-separated numbers like 10,30,0, got '{args.rates}'") from None
+    opts = StreamBenchOptions(model_dir=args.model, config=args.config, weights=args.weights, seed=args.seed,
+                              height=args.height, width=args.width, frames=args.frames or 60, warmup=args.warmup,
+                              objects=args.objects, threads=args.threads, rates=rates, deadline_ms=args.deadline_ms,
+                              clip_seed=args.clip_seed)
+    result = run_stream_bench(opts)
+    table = format_stream_markdown(result)
+    print(table)
+    for path, text in ((args.json, json.dumps(result, indent=2) + "\n"), (args.markdown, table)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.stream:
+        return _run_stream(args)
     from s3rt.benchmarks.bench import BenchOptions, failed, format_markdown, run_benchmark, write_plot
 
     frames = args.frames

@@ -1,0 +1,287 @@
+"""The gRPC server: one bidirectional `Stream` per camera over a SessionManager, plus Info and health.
+
+Per stream: the handler reads the first request (`open`, optional), opens a session and answers
+`opened`; a reader thread feeds the following requests to the session in order (frames ->
+submit, controls -> control), and the handler yields the session's outputs as they come. A bad
+frame or control yields an error message for it and the stream goes on; nothing a client sends
+ends the server. Status codes: RESOURCE_EXHAUSTED (stream limit), UNAUTHENTICATED (token),
+UNAVAILABLE (server shutting down), ABORTED (stream closed after its idle timeout).
+
+Message sizes: frames above `max_frame_bytes` get a FrameError (the stream goes on); gRPC's own
+limit is set above that (2 x max_frame_bytes + 1 MiB, room for a frame and its mask), and only a
+message beyond it ends that one stream with RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+from s3rt import __version__
+from s3rt.errors import CapacityError, InputError, S3rtError, StateError
+from s3rt.runtime.serving import (ControlReply, FrameFailed, ServingLimits, SessionManager, StreamOptions,
+                                  StreamSession)
+from s3rt.serve import codec
+from s3rt.serve.metrics import ServerMetrics
+from s3rt.serve.protos import load
+
+pb, pb_grpc = load()
+import grpc  # noqa: E402  (after load(): a clear MissingDependencyError first)
+
+log = logging.getLogger(__name__)
+
+TOKEN_KEY = "x-s3rt-token"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051                    # 0: pick a free port (see Server.port)
+    max_frame_bytes: int = 32 << 20
+    token: str | None = None             # shared secret, sent as metadata x-s3rt-token
+    tls_cert: bytes | None = None        # PEM server certificate chain + key: TLS instead of plaintext
+    tls_key: bytes | None = None
+    tls_client_ca: bytes | None = None   # PEM CA: require client certificates signed by it
+    workers: int | None = None           # gRPC thread pool (default: 2 per stream + 4)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return 2 * self.max_frame_bytes + (1 << 20)
+
+
+class SegmentationService(pb_grpc.SegmentationServicer):
+    def __init__(self, manager: SessionManager, config: ServerConfig, metrics: ServerMetrics, info: dict) -> None:
+        self.manager = manager
+        self.config = config
+        self.metrics = metrics
+        self.info = info
+
+    # -- auth ---------------------------------------------------------------------------------------
+    def _authorised(self, context: Any) -> bool:
+        if self.config.token is None:
+            return True
+        sent = dict(context.invocation_metadata()).get(TOKEN_KEY, "")
+        return hmac.compare_digest(sent.encode(), self.config.token.encode())
+
+    # -- unary --------------------------------------------------------------------------------------
+    def Info(self, request: Any, context: Any) -> Any:
+        if not self._authorised(context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {TOKEN_KEY} metadata")
+        lim = self.manager.limits
+        d = self.manager.defaults
+        return pb.InfoReply(s3rt_version=__version__, model=self.info.get("model", ""),
+                            backend=self.info.get("backend", ""), height=self.info.get("height", 0),
+                            width=self.info.get("width", 0), max_streams=lim.max_streams,
+                            max_objects_per_stream=lim.max_objects, max_buckets=self.info.get("max_buckets", 0),
+                            deadline_ms=d.deadline_ms if d.deadline_ms is not None else -1,
+                            idle_timeout_s=lim.idle_timeout_s or 0, max_frame_bytes=self.config.max_frame_bytes,
+                            max_message_bytes=self.config.max_message_bytes,
+                            active_streams=self.manager.stats()["streams"],
+                            encodings=list(codec.FRAME_ENCODINGS))
+
+    # -- the stream ---------------------------------------------------------------------------------
+    def Stream(self, request_iterator: Any, context: Any) -> Any:
+        if not self._authorised(context):
+            self.metrics.refused("auth")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {TOKEN_KEY} metadata")
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        options = self._options(first.open if first.WhichOneof("kind") == "open" else pb.OpenStream())
+        try:
+            session = self.manager.open(options, name=first.open.name or None if first.HasField("open") else None)
+        except CapacityError as exc:
+            self.metrics.refused("max_streams")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except StateError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        context.add_callback(lambda: self.manager.close(session.stream_id, "client disconnected"))
+        d = session.options
+        yield pb.StreamResponse(opened=pb.Opened(stream_id=session.stream_id,
+                                                 deadline_ms=d.deadline_ms if d.deadline_ms is not None else -1,
+                                                 every_frame=not d.latest_frame_wins,
+                                                 max_objects=session.objects.max_objects))
+        if first.WhichOneof("kind") != "open":
+            self._feed(session, first)
+        reader = threading.Thread(target=self._read, args=(session, request_iterator),
+                                  name=f"s3rt-read-{session.stream_id}", daemon=True)
+        reader.start()
+        for out in session:
+            yield codec.output_to_pb(out)
+        reason = session.closed_reason or ""
+        self.manager.close(session.stream_id)
+        if self.manager.shutting_down:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"stream {session.stream_id} closed: {reason}")
+        if reason.startswith("idle"):
+            context.abort(grpc.StatusCode.ABORTED, f"stream {session.stream_id} closed: {reason}")
+
+    def _options(self, m: Any) -> StreamOptions:
+        d = self.manager.defaults
+        if m.every_frame:
+            return StreamOptions.every_frame(max_objects=m.max_objects or None)
+        deadline = d.deadline_ms if m.deadline_ms == 0 else (None if m.deadline_ms < 0 else m.deadline_ms)
+        return StreamOptions(deadline_ms=deadline, deadline_from="capture" if m.deadline_from_capture else "receive",
+                             latest_frame_wins=True, max_waiting=d.max_waiting, max_objects=m.max_objects or None)
+
+    def _read(self, session: StreamSession, requests: Any) -> None:
+        """Requests -> session, in order; the end of the requests (or a broken call) closes the stream."""
+        reason = "client finished"
+        try:
+            for req in requests:
+                if session.closed:
+                    break
+                self._feed(session, req)
+            session.drain()
+        except grpc.RpcError:
+            reason = "client disconnected"
+        except Exception:  # noqa: BLE001 - never let a stream take the server down
+            log.exception("stream %s: reader failed", session.stream_id)
+            reason = "server error while reading the stream"
+        session.close(session.closed_reason or reason)
+
+    def _feed(self, session: StreamSession, req: Any) -> None:
+        kind = req.WhichOneof("kind")
+        try:
+            if kind == "frame":
+                self.metrics.frame_received()
+                frame = self._frame(req.frame)
+                if isinstance(frame, FrameFailed):
+                    session.report(frame)
+                    return
+                session.submit(frame, req.frame.seq, req.frame.capture_ts or None)
+            elif kind in ("add", "update"):
+                m = getattr(req, kind)
+                self.metrics.frame_received()
+                try:
+                    frame = self._frame(m.frame, strict=True)
+                    mask = codec.decode_mask(m.mask)
+                    ids = {int(o.value): codec.object_id_from_pb(o.id) for o in m.objects} or None
+                except S3rtError as exc:
+                    self._control_error(session, kind, m.request_id, exc, with_frame=True)
+                    return
+                session.control(kind, mask=mask, ids=ids, frame=frame, seq=m.frame.seq,
+                                capture_ts=m.frame.capture_ts or None, request_id=m.request_id or None)
+            elif kind == "remove":
+                try:
+                    ids = [codec.object_id_from_pb(i) for i in req.remove.ids]
+                except S3rtError as exc:
+                    self._control_error(session, "remove", req.remove.request_id, exc)
+                    return
+                session.control("remove", ids=ids, request_id=req.remove.request_id or None)
+            elif kind == "reset":
+                session.control("reset", request_id=req.reset.request_id or None)
+            elif kind == "open":
+                self._control_error(session, "open", 0, StateError("the stream is already open; "
+                                                                   "'open' must be the first message"))
+        except S3rtError as exc:        # e.g. closed stream: say so in the stream, keep the server up
+            if not session.closed:
+                self._control_error(session, kind or "unknown", 0, exc)
+
+    def _frame(self, m: Any, *, strict: bool = False) -> Any:
+        """Decode, or a FrameFailed for this frame (strict: raise instead)."""
+        try:
+            if len(m.image.data) > self.config.max_frame_bytes:
+                raise InputError(f"frame of {len(m.image.data)} bytes exceeds the server's limit of "
+                                 f"{self.config.max_frame_bytes} bytes (--max-frame-mb)")
+            return codec.decode_frame(m.image)
+        except S3rtError as exc:
+            if strict:
+                raise
+            return FrameFailed(seq=int(m.seq), capture_ts=m.capture_ts, error=type(exc).__name__, message=str(exc))
+
+    def _control_error(self, session: StreamSession, op: str, request_id: int, exc: Exception, *,
+                       with_frame: bool = False) -> None:
+        session.report(ControlReply(op=op, request_id=request_id or None, ok=False, error=type(exc).__name__,
+                                    message=str(exc), labels=session.objects.labels), with_frame=with_frame)
+
+
+class Server:
+    """A running gRPC server (start() / stop()); `port` is the bound port."""
+
+    def __init__(self, manager: SessionManager, config: ServerConfig | None = None, *,
+                 info: dict | None = None, metrics: ServerMetrics | None = None) -> None:
+        self.manager = manager
+        self.config = config or ServerConfig()
+        self.metrics = metrics or ServerMetrics(manager)
+        self.info = info or {}
+        lim = manager.limits
+        opts = [("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.max_message_bytes),
+                ("grpc.so_reuseport", 0)]
+        workers = self.config.workers or 2 * lim.max_streams + 4
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3rt-grpc"),
+                                 options=opts, maximum_concurrent_rpcs=lim.max_streams + 4)
+        self.service = SegmentationService(manager, self.config, self.metrics, self.info)
+        pb_grpc.add_SegmentationServicer_to_server(self.service, self._grpc)
+        self._health = self._add_health()
+        address = f"{self.config.host}:{self.config.port}"
+        if self.config.tls_cert is not None:
+            creds = grpc.ssl_server_credentials([(self.config.tls_key, self.config.tls_cert)],
+                                                root_certificates=self.config.tls_client_ca,
+                                                require_client_auth=self.config.tls_client_ca is not None)
+            self.port = self._grpc.add_secure_port(address, creds)
+        else:
+            self.port = self._grpc.add_insecure_port(address)
+        if self.port == 0:
+            raise StateError(f"cannot bind {address} (in use?)")
+
+    def _add_health(self) -> Any:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, self._grpc)
+        self._health_pb2 = health_pb2
+        return servicer
+
+    def _set_health(self, serving: bool) -> None:
+        status = self._health_pb2.HealthCheckResponse.SERVING if serving else \
+            self._health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", "s3rt.serving.v1.Segmentation"):
+            self._health.set(name, status)
+
+    def start(self) -> "Server":
+        self._grpc.start()
+        self.manager.start_reaper()
+        self._set_health(True)
+        log.info("serving", extra={"event": "start", "address": f"{self.config.host}:{self.port}",
+                                   "max_streams": self.manager.limits.max_streams})
+        return self
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Refuse new streams, end open ones with UNAVAILABLE, then stop gRPC."""
+        self._set_health(False)
+        self.manager.shutdown("server shutting down")
+        time.sleep(0.05)                 # let handlers send their final status
+        self._grpc.stop(grace_s).wait(grace_s + 1)
+        log.info("stopped", extra={"event": "stop"})
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build_server(backend: Any, *, limits: ServingLimits | None = None, defaults: StreamOptions | None = None,
+                 config: ServerConfig | None = None, max_short_side: int | None = None) -> Server:
+    """A server over an (unopened or opened) backend; each stream gets a tracker of its own."""
+    from s3rt.runtime.serving import tracker_factory
+    factory = tracker_factory(backend, max_short_side=max_short_side)
+    metrics_holder: list[ServerMetrics] = []
+    manager = SessionManager(factory, limits, defaults=defaults, backend_name=getattr(backend, "name", ""),
+                             on_output=lambda s, o: metrics_holder[0].observe(s, o) if metrics_holder else None)
+    metrics = ServerMetrics(manager)
+    metrics_holder.append(metrics)
+    fixed = getattr(backend, "fixed_size", None)
+    cap = getattr(backend, "capacity", None)
+    info = {"model": backend.model_config.name, "backend": getattr(backend, "name", ""),
+            "height": fixed[0] if fixed else 0, "width": fixed[1] if fixed else 0,
+            "max_buckets": cap.max_buckets if cap else 0}
+    return Server(manager, config, info=info, metrics=metrics)

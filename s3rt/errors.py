@@ -53,5 +53,13 @@ class InternalError(Exception):
     """A broken internal invariant: a bug in s3rt, not a user error."""
 
 
+class RosMessageError(InputError):
+    """A ROS message that cannot be converted (unsupported encoding, wrong step, truncated data)."""
+
+
+class BagError(InputError):
+    """A bag that cannot be replayed (missing, empty, topic absent, wrong message type)."""
+
+
 class StreamClosedError(StateError):
     """An operation on a serving stream that was closed (by the client, an idle timeout or shutdown)."""

@@ -75,9 +75,10 @@ def test_engine_manifest_missing_files_and_dir(tmp_path):
         load_engine_manifest(tmp_path)
 
 
-def test_compatible_same_machine_ignores_build_number(tmp_path):
-    check_compatible(engine_manifest(tmp_path), MachineInfo("10.3.0.26", "Orin", "8.7"))
+def test_compatible_same_machine_and_build_number_differs(tmp_path):
     check_compatible(engine_manifest(tmp_path), ORIN, precision="fp16")
+    with pytest.raises(BackendError, match=r"TensorRT 10\.3\.0\.30 vs 10\.3\.0\.26"):
+        check_compatible(engine_manifest(tmp_path), MachineInfo("10.3.0.26", "Orin", "8.7"))
 
 
 @pytest.mark.parametrize("machine, words", [

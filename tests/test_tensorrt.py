@@ -241,7 +241,7 @@ def test_backend_open_without_tensorrt(tmp_path):
     from s3rt.optional import tensorrt
     if tensorrt.is_available():
         pytest.skip("TensorRT is installed here; this checks the message when it is not")
-    with pytest.raises(MissingDependencyError, match=r"tensorrt.*s3rt\[tensorrt\]"):
+    with pytest.raises(MissingDependencyError, match=r"tensorrt.*s3rt\[tensorrt-cu12\].*tensorrt-cu13"):
         TensorRTBackend(tmp_path).open()
 
 
@@ -270,7 +270,7 @@ def test_cli_build_without_tensorrt(tmp_path, capsys):
             (tmp_path / f"{g}.onnx").write_bytes(b"")
         model.save()
         assert main(["build", "--model", str(tmp_path)]) == 1
-        assert "s3rt[tensorrt]" in capsys.readouterr().err
+        assert "s3rt[tensorrt-cu12]" in capsys.readouterr().err
 
 
 # -- lint --------------------------------------------------------------------------------------------

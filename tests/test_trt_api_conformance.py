@@ -14,7 +14,6 @@ Wheels are read from $S3RT_TRT_BINDINGS_CACHE (default ~/.cache/s3rt-trt-binding
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import subprocess

@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -124,6 +124,7 @@ class BenchOptions:
     clip_seed: int = 0
     memory_trace: bool = False
     trace_every: int = 10
+    plugin_libs: list[str] = field(default_factory=list)   # TensorRT plugin libraries (--plugin-lib)
 
 
 # -- process measurements ------------------------------------------------------------------------
@@ -207,7 +208,8 @@ def _worker_backend(spec: dict):
                                   opt_level=spec["opt_level"])
     from s3rt.runtime.backends import make_backend
     return make_backend(name, config=spec["config"], weights=spec["weights"], model_dir=spec["model_dir"],
-                        device=spec["device"], provider=spec["provider"], threads=spec["threads"], seed=spec["seed"])
+                        device=spec["device"], provider=spec["provider"], threads=spec["threads"], seed=spec["seed"],
+                        plugin_libs=spec.get("plugin_libs", ()))
 
 
 def _memory_summary(frames: list[int], rss: list[float], every: int) -> dict:
@@ -451,7 +453,7 @@ def run_benchmark(o: BenchOptions) -> dict:
             for b in o.backends:
                 spec = {"backend": b, "config": config, "weights": o.weights, "seed": seed,
                         "model_dir": model_dirs[(h, w)], "device": o.device, "provider": o.provider,
-                        "threads": o.threads, "opt_level": o.opt_level, "height": h, "width": w, "objects": k,
+                        "threads": o.threads, "opt_level": o.opt_level, "plugin_libs": list(o.plugin_libs), "height": h, "width": w, "objects": k,
                         "frames": o.frames, "warmup": o.warmup, "clip_seed": o.clip_seed,
                         "settings": asdict(settings), "trace_every": o.trace_every if o.memory_trace else None,
                         "masks_out": str(Path(tmp) / f"masks-{b}-{h}x{w}-{k}.npz") if keep else None}

@@ -12,7 +12,8 @@ and saved.
 Precision
 ---------
 fp32: strongly typed fp32 network with TF32 disabled, so engines match ONNX Runtime at
-atol/rtol 1e-3.
+atol/rtol 1e-3. TF32 is on by default in TensorRT (Ampere and later, Jetson Orin included), so
+it is cleared in every build: the fp32 islands of fp16 builds are meant as fp32, not TF32.
 
 fp16 keeps numerically sensitive parts in fp32 (DESIGN "Precision"). Which ONNX nodes stay fp32
 is decided by `fp32_nodes(model, graph)` from these rules (data below, `FP32_*`):
@@ -34,7 +35,9 @@ Two ways to apply them (`fp16_mode`):
   `convert_to_mixed_fp16` rewrites the ONNX graph — fp16 initializers and Cast nodes at the
   island borders, fp32 graph inputs/outputs — and the network is built STRONGLY_TYPED. The
   rewritten graphs are written to <out>/onnx_fp16/ for inspection.
-- "constraints" (TensorRT 10 only): BuilderFlag.FP16 plus per-layer `precision = float32` and
+- "constraints" (TensorRT <= 10.11 only: BuilderFlag.FP16, OBEY_PRECISION_CONSTRAINTS,
+  ILayer.precision and set_output_type are deprecated from 10.12 and gone in 11.x; refused where
+  the flags are missing): BuilderFlag.FP16 plus per-layer `precision = float32` and
   `set_output_type(float32)` on the layers whose names match the island nodes (the ONNX parser
   names layers after their nodes; extra layers of one node get a "_N" suffix) and on TopK and
   normalisation layers by type, with BuilderFlag.OBEY_PRECISION_CONSTRAINTS.
@@ -62,10 +65,13 @@ from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.engine_manifest import (PRECISIONS, EngineEntry, EngineManifest, Profile, file_sha256,
                                           optimization_profiles)
 from s3rt.runtime.manifest import Manifest, load_manifest
+from s3rt.runtime.trt_plugins import init_nvidia_plugins, library_version, load_plugin_libraries, \
+    require_fused_plugin
 
 log = logging.getLogger(__name__)
 
 FP16_MODES = ("typed", "constraints")
+CONSTRAINT_FLAGS = ("FP16", "OBEY_PRECISION_CONSTRAINTS")   # BuilderFlag members the "constraints" mode needs
 DEFAULT_WORKSPACE_MIB = 2048
 
 # -- fp32 islands (data) ---------------------------------------------------------------------------
@@ -252,6 +258,29 @@ def convert_to_mixed_fp16(model: onnx.ModelProto, keep_fp32: set[str] | dict[str
 
 
 # -- building ----------------------------------------------------------------------------------------
+def builder_flags(precision: str, fp16_mode: str, available: set[str] | frozenset[str]) -> tuple[list[str], list[str]]:
+    """(flags to set, flags to clear) by BuilderFlag member name, given the names this TensorRT has.
+
+    TF32 is cleared in every build where the flag exists (fp32 networks and the fp32 islands of
+    fp16 ones must not run in TF32). "constraints" fp16 needs FP16 and OBEY_PRECISION_CONSTRAINTS,
+    which TensorRT 11 no longer has: ConfigError then.
+    """
+    set_, clear = [], []
+    if "TF32" in available:
+        clear.append("TF32")
+    if precision == "fp16" and fp16_mode == "constraints":
+        missing = [f for f in CONSTRAINT_FLAGS if f not in available]
+        if missing:
+            raise ConfigError(f"fp16 mode 'constraints' needs BuilderFlag {', '.join(missing)}, which this TensorRT "
+                              "no longer has (deprecated in 10.12, removed in 11); use --fp16-mode typed")
+        set_ += list(CONSTRAINT_FLAGS)
+    return set_, clear
+
+
+def _flag_names(trt) -> frozenset[str]:
+    return frozenset(n for n in dir(trt.BuilderFlag) if n.isupper())
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive lock on PATH.lock (POSIX); no-op where fcntl is missing."""
@@ -287,7 +316,7 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
                   out_dir: str | Path | None = None, progress: bool | Callable[[str], None] = True,
                   fp16_mode: str = "typed", opt_objects: int = 2, device: int = 0,
                   graphs: tuple[str, ...] = GRAPH_ORDER, deform_plugin: bool = False,
-                  verbose: bool = False) -> EngineManifest:
+                  verbose: bool = False, plugin_libs: tuple[str | Path, ...] | list[str | Path] = ()) -> EngineManifest:
     """Build one engine per graph of the export in `model_dir`; returns the written EngineManifest.
 
     precision: "fp32" or "fp16" (see module docstring for the fp32 islands). workspace_mib:
@@ -296,6 +325,9 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     out_dir: default MODEL_DIR/engines. fp16_mode: "typed" or "constraints". deform_plugin: build
     spatial_semantic with TensorRT's MultiscaleDeformableAttnPlugin_TRT in place of the GridSample
     deformable sampling (s3rt.export.trt_surgery; the rewritten ONNX is kept in <out>/onnx_plugin/).
+    plugin_libs: plugin libraries (build/libs3rt_trt_plugins.so for exports made with
+    --fused-attention-plugin) loaded into TensorRT's registry before parsing; their paths and
+    sha256 go into the engine manifest.
     Needs TensorRT and an NVIDIA GPU (engines are built on the machine that will run them).
     """
     if precision not in PRECISIONS:
@@ -308,6 +340,7 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     if unknown:
         raise ConfigError(f"unknown graphs {unknown}; graphs: {', '.join(GRAPH_ORDER)}")
     manifest = load_manifest(model_dir)
+    require_fused_plugin(manifest.extra, plugin_libs)
     profiles = optimization_profiles(manifest, max_objects=max_objects, opt_objects=opt_objects)
     out = Path(out_dir) if out_dir is not None else manifest.root / "engines"
     say = _reporter(progress)
@@ -315,16 +348,16 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     trt = tensorrt.load()
     from s3rt.runtime.backends.tensorrt_backend import machine_info
     machine = machine_info(device)
-    if precision == "fp16" and fp16_mode == "constraints" and not hasattr(trt.BuilderFlag, "FP16"):
-        raise ConfigError(f"fp16 mode 'constraints' needs a weakly typed network, which TensorRT "
-                          f"{trt.__version__} no longer has; use --fp16-mode typed")
+    flags_on, flags_off = builder_flags(precision, fp16_mode, _flag_names(trt))
+    trt_version = library_version(trt)
     say(f"s3rt build: {manifest.model.name} {manifest.geometry.height}x{manifest.geometry.width}, precision "
         f"{precision}{f' ({fp16_mode})' if precision == 'fp16' else ''}, workspace "
         f"{workspace_mib if workspace_mib else 'default'} MiB, max_objects "
         f"{max_objects or manifest.settings.max_objects}, {machine.describe()} -> {out}")
 
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-    trt.init_libnvinfer_plugins(logger, "")
+    init_nvidia_plugins(trt, logger)
+    plugins = load_plugin_libraries(trt, list(plugin_libs))
     builder = trt.Builder(logger)
     cache_path = Path(timing_cache) if timing_cache is not None else None
     cache_bytes = b""
@@ -383,16 +416,22 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
             for name, (lo, opt, hi) in profile_shapes.items():
                 profile.set_shape(name, lo, opt, hi)
             config.add_optimization_profile(profile)
-        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)
-        constrained = 0
-        if precision == "fp16" and fp16_mode == "constraints":
-            config.set_flag(trt.BuilderFlag.FP16)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            constrained = _constrain_layers(trt, network, keep)
+        for flag in flags_off:
+            config.clear_flag(getattr(trt.BuilderFlag, flag))
+        for flag in flags_on:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        constrained = _constrain_layers(trt, network, keep) if "FP16" in flags_on else 0
         if shared_cache is None:
             shared_cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(shared_cache, ignore_mismatch=False)
+            if not config.set_timing_cache(shared_cache, ignore_mismatch=False):
+                log.warning("timing cache %s does not match this TensorRT/GPU; building with an empty one (the file "
+                            "is replaced on save)", cache_path)
+                cache_bytes = b""
+                shared_cache = config.create_timing_cache(b"")
+                if not config.set_timing_cache(shared_cache, ignore_mismatch=False):
+                    raise BackendError("TensorRT refused an empty timing cache; build without --timing-cache")
+        elif not config.set_timing_cache(shared_cache, ignore_mismatch=False):
+            raise BackendError(f"{graph}: TensorRT refused the timing cache it created itself for the previous graph")
 
         say(f"[{i}/{len(graphs)}] {graph}: {network.num_layers} layers, profile {_fmt_profile(profile_shapes)}"
             + (f", {len(keep)} ONNX nodes kept fp32" if precision == "fp16" else "")
@@ -416,11 +455,12 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     previous = _previous_entries(out, graphs)
     entries = {**previous, **entries}
     result = EngineManifest(
-        root=out, tensorrt_version=trt.__version__, gpu_name=machine.gpu_name,
+        root=out, tensorrt_version=trt_version, gpu_name=machine.gpu_name,
         compute_capability=machine.compute_capability, precision=precision, engines=entries, s3rt_version=__version__,
         fp16_mode=fp16_mode if precision == "fp16" else None, workspace_mib=workspace_mib,
         max_objects=max_objects or manifest.settings.max_objects, max_buckets=manifest.settings.max_buckets,
         cuda_runtime=machine.cuda_runtime, model_dir=str(manifest.root), fp32_layers=islands,
+        plugins=[p.to_json() for p in plugins], bindings_version=str(trt.__version__),
         extra={"deform_plugin": bool(deform_plugin)})
     path = result.save()
     say(f"wrote {len(entries)} engines and {path}")
@@ -471,15 +511,21 @@ def _constrain_layers(trt, network, keep: dict[str, str]) -> int:
 
 
 def _save_timing_cache(cache, path: Path, builder, say: Callable[[str], None]) -> None:
+    """Merge the cache on disk into `cache` if it matches this TensorRT/GPU, then write `cache` there.
+
+    Merging uses ignore_mismatch=False: entries made by another device are never pulled in. A
+    foreign or unreadable cache on disk is replaced (with a warning), never mixed in.
+    """
     with _file_lock(path):
         if path.is_file():
             config = builder.create_builder_config()
             try:
                 previous = config.create_timing_cache(path.read_bytes())
-                if not cache.combine(previous, ignore_mismatch=True):
-                    log.warning("could not merge the timing cache in %s (other TensorRT version/GPU?)", path)
+                if not cache.combine(previous, ignore_mismatch=False):
+                    log.warning("timing cache %s was made by another TensorRT version or GPU: not merged, replaced "
+                                "by this build's", path)
             except Exception as exc:  # noqa: BLE001 - a corrupt cache must not lose the new one
-                log.warning("ignoring unreadable timing cache %s: %s", path, exc)
+                log.warning("replacing unreadable timing cache %s: %s", path, exc)
         data = bytes(cache.serialize())
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -488,5 +534,5 @@ def _save_timing_cache(cache, path: Path, builder, say: Callable[[str], None]) -
     say(f"timing cache: saved {len(data)} bytes to {path}")
 
 
-__all__ = ["DEFAULT_WORKSPACE_MIB", "FP16_MODES", "FP32_OP_TYPES", "FP32_TAILS", "FP32_WHOLE_GRAPH", "Manifest",
+__all__ = ["CONSTRAINT_FLAGS", "DEFAULT_WORKSPACE_MIB", "FP16_MODES", "builder_flags", "FP32_OP_TYPES", "FP32_TAILS", "FP32_WHOLE_GRAPH", "Manifest",
            "build_engines", "convert_to_mixed_fp16", "fp32_nodes"]

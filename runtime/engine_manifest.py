@@ -3,8 +3,10 @@
 `s3rt build` writes one serialized engine per graph (``engines/<graph>.engine``) and this
 manifest. A serialized TensorRT engine only runs on the TensorRT version and the GPU
 architecture it was built with (NVIDIA's rule; no version- or hardware-compatibility mode is
-used), so the manifest records both, plus the precision and the sha256 of every ONNX file, and
-`check_compatible` refuses a foreign engine with a message naming both sides.
+used), so the manifest records both, plus the precision, the sha256 of every ONNX file and the
+plugin libraries (path + sha256) the engines need, and `check_compatible` refuses a foreign
+engine with a message naming both sides. The TensorRT version is the loaded libnvinfer's, all
+four numbers (major.minor.patch.build); the Python bindings' version is recorded beside it.
 
 Also here, as pure functions so they can be tested without TensorRT: the optimisation-profile
 shapes (min, opt, max) of every dynamic graph input, derived from the export's manifest.
@@ -46,12 +48,13 @@ class MachineInfo:
 
 
 def trt_version_key(version: str) -> tuple[int, ...]:
-    """major.minor.patch of a TensorRT version string ("10.3.0.30" -> (10, 3, 0)).
+    """major.minor.patch.build of a TensorRT version string ("10.3.0.30" -> (10, 3, 0, 30)).
 
-    Engines are refused across any of these three; the fourth (build) number is ignored.
+    Engines are refused across any of the four: a serialized engine is only guaranteed to load
+    in the exact TensorRT build that wrote it. A missing build number reads as 0.
     """
     parts = []
-    for p in version.split(".")[:3]:
+    for p in (version.split(".") + ["0"] * 4)[:4]:
         digits = "".join(ch for ch in p if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
@@ -85,6 +88,8 @@ class EngineManifest:
     cuda_runtime: str | None = None
     model_dir: str | None = None       # as given at build time (informational)
     fp32_layers: dict[str, list[str]] = field(default_factory=dict)   # graph -> ONNX nodes kept fp32
+    plugins: list[dict] = field(default_factory=list)     # [{"path", "sha256"}] plugin libraries loaded at build
+    bindings_version: str | None = None                   # tensorrt.__version__ (may differ from the library)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -105,7 +110,7 @@ class EngineManifest:
             "precision": self.precision, "fp16_mode": self.fp16_mode, "workspace_mib": self.workspace_mib,
             "max_objects": self.max_objects, "max_buckets": self.max_buckets, "model_dir": self.model_dir,
             "engines": {g: asdict(self.engines[g]) for g in GRAPH_ORDER if g in self.engines},
-            "fp32_layers": self.fp32_layers,
+            "fp32_layers": self.fp32_layers, "plugins": self.plugins, "bindings_version": self.bindings_version,
             **self.extra,
         }
 
@@ -120,7 +125,7 @@ class EngineManifest:
 
 _KNOWN = {"format", "format_version", "s3rt_version", "tensorrt_version", "gpu_name", "compute_capability",
           "cuda_runtime", "precision", "fp16_mode", "workspace_mib", "max_objects", "max_buckets", "model_dir",
-          "engines", "fp32_layers"}
+          "engines", "fp32_layers", "plugins", "bindings_version"}
 
 
 def load_engine_manifest(engine_dir: str | Path, *, check_files: bool = True) -> EngineManifest:
@@ -138,6 +143,7 @@ def load_engine_manifest(engine_dir: str | Path, *, check_files: bool = True) ->
             workspace_mib=data.get("workspace_mib"), max_objects=data.get("max_objects"),
             max_buckets=data.get("max_buckets"), cuda_runtime=data.get("cuda_runtime"),
             model_dir=data.get("model_dir"), fp32_layers=data.get("fp32_layers") or {},
+            plugins=list(data.get("plugins") or []), bindings_version=data.get("bindings_version"),
             extra={k: v for k, v in data.items() if k not in _KNOWN})
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path} is incomplete or corrupt ({exc!r}); {REBUILD_HINT}") from exc
@@ -156,7 +162,7 @@ def check_compatible(manifest: EngineManifest, machine: MachineInfo, *, precisio
                      allow_other_gpu: bool = False) -> None:
     """Raise BackendError unless engines built as `manifest` can run on `machine`.
 
-    Checked: TensorRT major.minor.patch, GPU compute capability, GPU name (unless
+    Checked: TensorRT major.minor.patch.build (of the loaded library), GPU compute capability, GPU name (unless
     `allow_other_gpu`: same architecture, different model; TensorRT then runs tactics tuned for
     another GPU) and, when asked for, the precision.
     """

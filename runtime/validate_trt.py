@@ -5,13 +5,20 @@ needs TensorRT, cuda-python, Polygraphy and ONNX Runtime, and a GPU.
 
 1. Per subgraph: Polygraphy's `Comparator` runs each engine (TrtRunner) and its ONNX graph
    (OnnxrtRunner, CPU) on the same seeded inputs for every object count in `objects`, and checks
-   every output with `CompareFunc.simple(atol, rtol)` (|a - b| <= atol + rtol * |b|):
+   every output with `CompareFunc.simple(atol, rtol)`. Polygraphy fails an element only when BOTH
+   |a - b| > atol AND |a - b| / |b| > rtol (b: the ONNX Runtime output), i.e. an element passes
+   when it is within atol OR within rtol; this is not numpy's |a - b| <= atol + rtol * |b|.
+   `elementwise_failures` states the rule in numpy and is tested against Polygraphy:
      fp32: atol 1e-3, rtol 1e-3 (TF32 is disabled in fp32 builds);
      fp16: atol 5e-2, rtol 5e-2 — diagnostic only: the masked cross-attention's argmax is
      discontinuous, so an fp16 engine may flip a few attention targets and still segment well.
 2. End to end: the tracker runs a clip on the TensorRT backend and on the ONNX Runtime backend;
    per frame and object the IoU of the argmax masks is computed. fp32 needs mean IoU >= 0.99,
    fp16 >= 0.95 (`min_iou` overrides). fp16 is judged by this, not by step 1.
+
+Exports made with --fused-attention-plugin contain s3rt::MaskedQueryGather, which ONNX Runtime
+cannot run: pass `reference_model_dir`, the plain export of the same model and weights, and ONNX
+Runtime runs that one (in both steps), while TensorRT runs the plugin engines.
 
 Inputs in step 1 are random but valid (bucket_valid has each bucket's permanent slot set,
 object_bucket indexes existing buckets, probabilities in [0, 1]). Without `frames`, step 2 uses a
@@ -89,6 +96,37 @@ class TrtValidation:
         return "\n".join(lines)
 
 
+def elementwise_failures(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> np.ndarray:
+    """Boolean mask of elements Polygraphy's CompareFunc.simple fails: absdiff > atol and reldiff > rtol."""
+    a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    absdiff = np.abs(a - b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reldiff = absdiff / np.abs(b)
+    reldiff = np.where(absdiff == 0, 0.0, reldiff)        # 0/0 is a match, x/0 is infinitely far
+    return (absdiff > atol) & (reldiff > rtol)
+
+
+def _reference_dir(model_dir: str | Path, reference_model_dir: str | Path | None) -> Path:
+    """The export ONNX Runtime runs: the plain one when `model_dir` holds s3rt custom ops."""
+    manifest = load_manifest(model_dir)
+    custom = [op for op in manifest.extra.get("custom_ops", []) if op.startswith("s3rt::")]
+    if reference_model_dir is None:
+        if custom:
+            raise ConfigError(f"{model_dir} was exported with {custom}, which ONNX Runtime cannot run; pass "
+                              "--reference-model DIR (a plain export of the same model and weights)")
+        return Path(model_dir)
+    ref = load_manifest(reference_model_dir)
+    if ref.extra.get("custom_ops"):
+        raise ConfigError(f"--reference-model {reference_model_dir} contains custom ops {ref.extra['custom_ops']}; "
+                          "export it without --fused-attention-plugin")
+    if (ref.model.name, ref.height, ref.width, ref.checkpoint_sha256) != (
+            manifest.model.name, manifest.height, manifest.width, manifest.checkpoint_sha256):
+        raise ConfigError(f"--reference-model {reference_model_dir} ({ref.model.name} {ref.height}x{ref.width}) is not "
+                          f"the same model as {model_dir} ({manifest.model.name} {manifest.height}x{manifest.width}, "
+                          "same checkpoint required)")
+    return Path(reference_model_dir)
+
+
 def random_inputs(spec: GraphSpec, objects: int, buckets: int, slots: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded, valid inputs for one graph at N = objects, NB = buckets."""
     rng = np.random.default_rng(seed)
@@ -151,7 +189,9 @@ def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_
                       objects: tuple[int, ...] = (1, 2), graphs: tuple[str, ...] = GRAPH_ORDER, seed: int = 0,
                       atol: float | None = None, rtol: float | None = None, end_to_end: bool = True,
                       frames: list[np.ndarray] | None = None, first_mask: np.ndarray | None = None,
-                      min_iou: float | None = None, device: int = 0) -> TrtValidation:
+                      min_iou: float | None = None, device: int = 0,
+                      plugin_libs: tuple[str | Path, ...] | list[str | Path] = (),
+                      reference_model_dir: str | Path | None = None) -> TrtValidation:
     """Compare the engines in `engine_dir` (default MODEL_DIR/engines) with the ONNX graphs.
 
     Returns a truthy TrtValidation when they agree (see the module docstring for the tolerances
@@ -162,14 +202,17 @@ def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_
     if precision not in TOLERANCES:
         raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(TOLERANCES)}")
     manifest = load_manifest(model_dir)
+    reference = _reference_dir(model_dir, reference_model_dir)
+    ref_manifest = load_manifest(reference)
     default_atol, default_rtol = TOLERANCES[precision]
     result = TrtValidation(precision=precision, atol=atol if atol is not None else default_atol,
                            rtol=rtol if rtol is not None else default_rtol)
     from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
-    trt_backend = TensorRTBackend(model_dir, engine_dir=engine_dir, device=device, precision=precision)
+    trt_backend = TensorRTBackend(model_dir, engine_dir=engine_dir, device=device, precision=precision,
+                                  plugin_libs=tuple(plugin_libs))
     trt_backend.open()       # checks versions, GPU, precision and ONNX hashes before any comparison
     try:
-        _compare_subgraphs(result, trt_backend, manifest, objects, graphs, seed)
+        _compare_subgraphs(result, trt_backend, manifest, ref_manifest, objects, graphs, seed)
         if end_to_end:
             from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
             if frames is None:
@@ -177,7 +220,7 @@ def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_
                     2, trt_backend.capacity.max_objects), seed=seed)
             elif first_mask is None:
                 raise ConfigError("frames given without first_mask")
-            with OnnxRuntimeBackend(model_dir, provider="cpu") as ort_backend:
+            with OnnxRuntimeBackend(reference, provider="cpu") as ort_backend:
                 ious = clip_mask_iou(trt_backend, ort_backend, frames, first_mask)
             if ious:
                 result.mean_iou, result.min_iou = float(np.mean(ious)), float(np.min(ious))
@@ -188,7 +231,7 @@ def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_
     return result
 
 
-def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, objects: tuple[int, ...],
+def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, reference: Any, objects: tuple[int, ...],
                        graphs: tuple[str, ...], seed: int) -> None:
     pg = polygraphy.load()
     from polygraphy.backend.common import BytesFromPath
@@ -207,7 +250,7 @@ def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, objec
                  for i, n in enumerate(counts)]
         runners = [
             TrtRunner(EngineFromBytes(BytesFromPath(str(engines.path(graph)))), name=f"trt-{graph}"),
-            OnnxrtRunner(SessionFromOnnx(BytesFromPath(str(manifest.path(graph))),
+            OnnxrtRunner(SessionFromOnnx(BytesFromPath(str(reference.path(graph))),
                                          providers=["CPUExecutionProvider"]), name=f"onnxrt-{graph}"),
         ]
         run_results = Comparator.run(runners, data_loader=feeds)
@@ -220,5 +263,5 @@ def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, objec
                                                       float(cmp.max_reldiff), bool(cmp)))
 
 
-__all__ = ["MIN_IOU", "TOLERANCES", "TrtValidation", "clip_mask_iou", "random_inputs", "synthetic_clip",
+__all__ = ["MIN_IOU", "TOLERANCES", "TrtValidation", "clip_mask_iou", "elementwise_failures", "random_inputs", "synthetic_clip",
            "validate_tensorrt"]

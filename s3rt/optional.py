@@ -79,8 +79,9 @@ def optional(name: str, *, extra: str | None = None, min_version: str | None = N
 torch = optional("torch", extra="export")
 onnx = optional("onnx", extra="export")
 onnxruntime = optional("onnxruntime", extra="onnxruntime", min_version="1.16")
-tensorrt = optional("tensorrt", extra="tensorrt", min_version="10",
-                    hint="on Jetson use JetPack's python3-libnvinfer")
-cuda_bindings = optional("cuda.bindings.runtime", extra="tensorrt")
+tensorrt = optional("tensorrt", extra="tensorrt-cu12", min_version="10",
+                    hint="s3rt[tensorrt-cu13] on CUDA 13 drivers; on Jetson use JetPack's python3-libnvinfer")
+cuda_bindings = optional("cuda.bindings.runtime", extra="tensorrt-cu12",
+                         hint="cuda-bindings >= 12.6.1 matching the driver's CUDA major: s3rt[tensorrt-cu13] on CUDA 13")
 av = optional("av", extra="video")
 cv2 = optional("cv2", extra="video")

@@ -75,9 +75,10 @@ def test_engine_manifest_missing_files_and_dir(tmp_path):
         load_engine_manifest(tmp_path)
 
 
-def test_compatible_same_machine_ignores_build_number(tmp_path):
-    check_compatible(engine_manifest(tmp_path), MachineInfo("10.3.0.26", "Orin", "8.7"))
+def test_compatible_same_machine_and_build_number_differs(tmp_path):
     check_compatible(engine_manifest(tmp_path), ORIN, precision="fp16")
+    with pytest.raises(BackendError, match=r"TensorRT 10\.3\.0\.30 vs 10\.3\.0\.26"):
+        check_compatible(engine_manifest(tmp_path), MachineInfo("10.3.0.26", "Orin", "8.7"))
 
 
 @pytest.mark.parametrize("machine, words", [
@@ -240,7 +241,7 @@ def test_backend_open_without_tensorrt(tmp_path):
     from s3rt.optional import tensorrt
     if tensorrt.is_available():
         pytest.skip("TensorRT is installed here; this checks the message when it is not")
-    with pytest.raises(MissingDependencyError, match=r"tensorrt.*s3rt\[tensorrt\]"):
+    with pytest.raises(MissingDependencyError, match=r"tensorrt.*s3rt\[tensorrt-cu12\].*tensorrt-cu13"):
         TensorRTBackend(tmp_path).open()
 
 
@@ -269,7 +270,7 @@ def test_cli_build_without_tensorrt(tmp_path, capsys):
             (tmp_path / f"{g}.onnx").write_bytes(b"")
         model.save()
         assert main(["build", "--model", str(tmp_path)]) == 1
-        assert "s3rt[tensorrt]" in capsys.readouterr().err
+        assert "s3rt[tensorrt-cu12]" in capsys.readouterr().err
 
 
 # -- lint --------------------------------------------------------------------------------------------

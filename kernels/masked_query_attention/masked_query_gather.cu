@@ -42,6 +42,7 @@
 #include <cuda_runtime.h>
 
 #include <stdint.h>
+#include <cstdio>
 
 namespace s3rt_mqg
 {
@@ -458,6 +459,13 @@ extern "C" int s3rt_masked_query_gather(void const* pixel, void const* query_key
     {
         return S3RT_MQG_ERROR_WORKSPACE;
     }
+    // An error left pending by earlier work would be returned by cudaGetLastError() after our
+    // launch and blamed on it: refuse to launch and report it as "pending", leaving it in place.
+    cudaError_t const pending = cudaPeekAtLastError();
+    if (pending != cudaSuccess)
+    {
+        return S3RT_MQG_STATUS_CUDA_PENDING + static_cast<int>(pending);
+    }
     auto* keys = static_cast<unsigned long long*>(workspace);
     int const q = static_cast<int>(num_queries);
     int const h = static_cast<int>(num_heads);
@@ -466,7 +474,20 @@ extern "C" int s3rt_masked_query_gather(void const* pixel, void const* query_key
             mask_type, index_type, stream)
         : launch<float>(pixel, query_key, foreground, gathered, index, keys, batch_objects, num_pixels, q, h,
             mask_type, index_type, stream);
-    return static_cast<int>(err);
+    return err == cudaSuccess ? S3RT_MQG_SUCCESS : S3RT_MQG_STATUS_CUDA_LAUNCH + static_cast<int>(err);
+}
+
+extern "C" cudaError_t s3rt_mqg_status_cuda_error(int status)
+{
+    if (status >= S3RT_MQG_STATUS_CUDA_PENDING)
+    {
+        return static_cast<cudaError_t>(status - S3RT_MQG_STATUS_CUDA_PENDING);
+    }
+    if (status >= S3RT_MQG_STATUS_CUDA_LAUNCH)
+    {
+        return static_cast<cudaError_t>(status - S3RT_MQG_STATUS_CUDA_LAUNCH);
+    }
+    return cudaSuccess;
 }
 
 extern "C" char const* s3rt_mqg_status_string(int status)
@@ -481,8 +502,19 @@ extern "C" char const* s3rt_mqg_status_string(int status)
     case S3RT_MQG_ERROR_BAD_ENUM: return "unknown dtype, mask type or index type";
     case S3RT_MQG_ERROR_NULL_POINTER: return "null pointer argument";
     case S3RT_MQG_ERROR_WORKSPACE: return "workspace smaller than s3rt_mqg_workspace_size()";
-    default: return status > 0 ? cudaGetErrorString(static_cast<cudaError_t>(status)) : "unknown status";
+    default: break;
     }
+    cudaError_t const err = s3rt_mqg_status_cuda_error(status);
+    if (err == cudaSuccess)
+    {
+        return "unknown status";
+    }
+    thread_local char message[256];
+    std::snprintf(message, sizeof(message), "%s (cudaError_t %d, %s): %s",
+        status >= S3RT_MQG_STATUS_CUDA_PENDING ? "CUDA error pending before this launch (left by earlier work, or CUDA could not initialise); nothing launched"
+                                               : "CUDA error in this launch",
+        static_cast<int>(err), cudaGetErrorName(err), cudaGetErrorString(err));
+    return message;
 }
 
 // ================================================================================================

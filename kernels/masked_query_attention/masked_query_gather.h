@@ -48,14 +48,22 @@ typedef enum
     S3RT_MQG_INDEX_INT32 = 1
 } s3rt_mqg_index_type;
 
-// Status codes: 0 = success, negative = invalid call (nothing launched), positive = the
-// cudaError_t of a failed launch.
+// Status codes, all in the kernel's own range (never a raw cudaError_t):
+//   0                                    success
+//   negative                             invalid call, nothing launched
+//   S3RT_MQG_STATUS_CUDA_LAUNCH  + err   this call's memset or kernel launch failed with cudaError_t err
+//   S3RT_MQG_STATUS_CUDA_PENDING + err   err was pending before the launch (cudaPeekAtLastError): left by
+//                                        earlier work, or CUDA could not initialise; nothing launched and
+//                                        the error is left in place for its owner
+// Use s3rt_mqg_status_cuda_error() to get err back and s3rt_mqg_status_string() for a message.
 #define S3RT_MQG_SUCCESS 0
 #define S3RT_MQG_ERROR_UNSUPPORTED_SHAPE (-1)
 #define S3RT_MQG_ERROR_MISALIGNED (-2)
 #define S3RT_MQG_ERROR_BAD_ENUM (-3)
 #define S3RT_MQG_ERROR_NULL_POINTER (-4)
 #define S3RT_MQG_ERROR_WORKSPACE (-5)
+#define S3RT_MQG_STATUS_CUDA_LAUNCH 100000
+#define S3RT_MQG_STATUS_CUDA_PENDING 200000
 
 // Fixed geometry of the kernel.
 #define S3RT_MQG_CHANNELS 256
@@ -73,8 +81,12 @@ int s3rt_masked_query_gather(void const* pixel, void const* query_key, void cons
     int64_t num_queries, int64_t channels, int64_t num_heads, s3rt_mqg_dtype dtype, s3rt_mqg_mask_type mask_type,
     s3rt_mqg_index_type index_type, cudaStream_t stream);
 
-// A short description of a status code (never NULL).
+// A short description of a status code (never NULL; CUDA statuses are formatted into a
+// thread-local buffer that the next call on the same thread overwrites).
 char const* s3rt_mqg_status_string(int status);
+
+// The cudaError_t inside a CUDA status (launch or pending), else cudaSuccess.
+cudaError_t s3rt_mqg_status_cuda_error(int status);
 
 #ifdef __cplusplus
 } // extern "C"

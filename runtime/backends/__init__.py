@@ -12,7 +12,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 def make_backend(name: str, *, config: str | None = None, weights: str | Path | None = None,
                  model_dir: str | Path | None = None, device: str = "cpu", provider: str | None = None,
-                 threads: int | None = None, seed: int = 0, precision: str | None = None) -> Backend:
+                 threads: int | None = None, seed: int = 0, precision: str | None = None,
+                 plugin_libs: tuple[str, ...] | list[str] = ()) -> Backend:
     """Construct (not open) a backend. torch needs a config; the graph backends need --model."""
     if name == "torch":
         if config is None:
@@ -29,5 +30,5 @@ def make_backend(name: str, *, config: str | None = None, weights: str | Path | 
     if name == "tensorrt":
         from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
         gpu = int(device.split(":")[1]) if ":" in device else 0
-        return TensorRTBackend(model_dir, device=gpu, precision=precision)
+        return TensorRTBackend(model_dir, device=gpu, precision=precision, plugin_libs=tuple(plugin_libs))
     raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

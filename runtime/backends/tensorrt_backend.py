@@ -38,8 +38,11 @@ from s3rt.errors import BackendError, InternalError, ModelFormatError, ShapeErro
 from s3rt.optional import cuda_bindings, tensorrt
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.contract import GRAPH_ORDER
+from s3rt.runtime.backends import cuda_env
 from s3rt.runtime.engine_manifest import (EngineManifest, MachineInfo, check_compatible, check_onnx_hashes,
                                           load_engine_manifest)
+from s3rt.runtime.trt_plugins import PluginLibrary, check_plugins, init_nvidia_plugins, library_version, \
+    load_plugin_libraries
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +236,20 @@ class TensorRTBackend(ExportedGraphsBackend):
 
     model_dir: the export (manifest.json, *.onnx); engine_dir: the build output (default
     MODEL_DIR/engines). `precision` (optional) must match the engines'. `check_onnx` re-hashes
-    the ONNX files at open to catch engines left over from an older export.
+    the ONNX files at open to catch engines left over from an older export. `plugin_libs`: plugin
+    libraries (e.g. build/libs3rt_trt_plugins.so) loaded before deserializing; they must match the
+    sha256 recorded at build time (default: the recorded paths).
     """
 
     name = "tensorrt"
 
     def __init__(self, model_dir: str | Path, *, engine_dir: str | Path | None = None, device: int = 0,
                  precision: str | None = None, check_onnx: bool = True, allow_other_gpu: bool = False,
-                 share_activation_memory: bool = True) -> None:
+                 share_activation_memory: bool = True,
+                 plugin_libs: tuple[str | Path, ...] | list[str | Path] = ()) -> None:
         super().__init__(model_dir)
+        self.plugin_libs = tuple(plugin_libs)
+        self._plugins: list[PluginLibrary] = []
         self.engine_dir = Path(engine_dir) if engine_dir is not None else self.model_dir / "engines"
         self.device = int(device)
         self.precision = precision
@@ -279,6 +287,8 @@ class TensorRTBackend(ExportedGraphsBackend):
         manifest = self.manifest                       # ModelFormatError: export or engines missing
         engines = self.engine_manifest
         check_compatible(engines, machine, precision=self.precision, allow_other_gpu=self.allow_other_gpu)
+        self._plugins = check_plugins(engines.plugins, [PluginLibrary.of(p) for p in self.plugin_libs],
+                                      self.engine_dir)
         if self.check_onnx:
             check_onnx_hashes(engines, manifest)
         try:
@@ -296,22 +306,23 @@ class TensorRTBackend(ExportedGraphsBackend):
         err, count = cudart.cudaGetDeviceCount()
         if err != cudart.cudaError_t.cudaSuccess or not count:
             raise BackendError(f"the TensorRT backend needs an NVIDIA GPU, but CUDA reports none "
-                               f"({self._error_text(err) if err != cudart.cudaError_t.cudaSuccess else '0 devices'}); "
-                               "use --backend onnxruntime or torch on this machine")
+                               f"({self._error_text(err) if err != cudart.cudaError_t.cudaSuccess else '0 devices'}; "
+                               f"{cuda_env.explain(cudart, err)}); use --backend onnxruntime or torch on this machine")
         if not 0 <= self.device < count:
             raise BackendError(f"--device {self.device}: this machine has {count} CUDA device(s) (0..{count - 1})")
         self._cuda(cudart.cudaSetDevice(self.device), "cudaSetDevice")
         prop = self._cuda(cudart.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
         runtime_version = self._cuda(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
-        return MachineInfo(tensorrt_version=self._trt.__version__, gpu_name=name.rstrip("\x00").strip(),
+        return MachineInfo(tensorrt_version=library_version(self._trt), gpu_name=name.rstrip("\x00").strip(),
                            compute_capability=f"{prop.major}.{prop.minor}",
                            cuda_runtime=f"{runtime_version // 1000}.{(runtime_version % 1000) // 10}")
 
     def _load_engines(self) -> None:
         trt = self._trt
         self._logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(self._logger, "")   # engines built with the deformable-attention plugin
+        init_nvidia_plugins(trt, self._logger)           # engines built with the deformable-attention plugin
+        load_plugin_libraries(trt, [p.path for p in self._plugins])   # s3rt's fused attention plugin
         self._runtime = trt.Runtime(self._logger)
         engines = {}
         for name in GRAPH_ORDER:

@@ -57,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime (default: their own)")
     g.add_argument("--ort-opt-level", choices=("disable", "basic", "extended", "all"), default="all",
                    help="ONNX Runtime graph optimisation level (default all)")
+    from s3rt.cli.common import add_plugin_lib
+    add_plugin_lib(g)
     c = p.add_argument_group("clip")
     c.add_argument("--height", type=int, required=True, help="frame height (the graphs' working size)")
     c.add_argument("--width", type=int, required=True, help="frame width")
@@ -123,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
                         weights=args.weights, seed=args.seed, model_dir=args.model, objects=args.objects,
                         warmup=args.warmup, sweep_objects=args.sweep_objects, sweep_sizes=args.sweep_sizes,
                         device=args.device, provider=args.provider, threads=args.threads, opt_level=args.ort_opt_level,
-                        clip_seed=args.clip_seed, memory_trace=args.memory_trace, trace_every=args.trace_every)
+                        clip_seed=args.clip_seed, memory_trace=args.memory_trace, trace_every=args.trace_every,
+                        plugin_libs=args.plugin_lib)
     result = run_benchmark(opts)
     table = format_markdown(result)
     print(table)

@@ -48,6 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="use TensorRT's MultiscaleDeformableAttnPlugin_TRT for the ViT adapter's deformable "
                              "attention instead of GridSample")
     parser.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
+    from s3rt.cli.common import add_plugin_lib
+    add_plugin_lib(parser)
     add_verbosity(parser)
     parser.set_defaults(func=run)
     return parser
@@ -60,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
         Path(args.model), precision=args.precision, workspace_mib=args.workspace,
         timing_cache=args.timing_cache, max_objects=args.max_objects, out_dir=args.out, progress=True,
         fp16_mode=args.fp16_mode, device=args.device, deform_plugin=args.deform_plugin,
-        verbose=getattr(args, "verbose", False))
+        verbose=getattr(args, "verbose", False), plugin_libs=args.plugin_lib)
     print(f"engines: {manifest.root} ({manifest.precision}, {manifest.machine.describe()})")
     return 0

@@ -50,5 +50,13 @@ def loop_settings(args: argparse.Namespace) -> InferenceConfig:
                            max_objects=args.max_objects, max_buckets=args.max_buckets)
 
 
+def add_plugin_lib(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--plugin-lib, shared by build, run, validate and bench."""
+    p.add_argument("--plugin-lib", action="append", default=[], metavar="SO",
+                   help="TensorRT plugin library to load before parsing/deserializing (repeatable), e.g. "
+                        "build/libs3rt_trt_plugins.so for exports made with --fused-attention-plugin; engines "
+                        "record its sha256 and refuse another")
+
+
 def add_verbose(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; full tracebacks on errors")

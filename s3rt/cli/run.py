@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_backend_args(p)
+    from s3rt.cli.common import add_plugin_lib
+    add_plugin_lib(p)
     src = p.add_argument_group("input")
     src.add_argument("--frames", metavar="DIR", help="folder of RGB frames, processed in name order")
     src.add_argument("--video", metavar="FILE", help="a video file (needs the 'video' extra: PyAV)")
@@ -97,7 +99,7 @@ def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
         config = load_manifest(args.model).model.name
     backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
                            device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
-                           precision=args.precision)
+                           precision=args.precision, plugin_libs=args.plugin_lib)
     notes = []
     if args.backend == "torch" and args.weights is None:
         msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "

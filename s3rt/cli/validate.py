@@ -30,6 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", metavar="DIR", help="real frames for the recorded-inputs check (default: synthetic)")
     p.add_argument("--mask", metavar="PNG", help="first-frame mask for --frames")
     p.add_argument("--max-frames", type=int, default=8, help="frames to stream for recorded inputs (default 8)")
+    p.add_argument("--reference-model", metavar="DIR",
+                   help="tensorrt: plain export (standard ops) that ONNX Runtime compares against, needed when "
+                        "--model was exported with --fused-attention-plugin (ORT cannot run the custom op)")
+    from s3rt.cli.common import add_plugin_lib
+    add_plugin_lib(p)
     p.add_argument("--no-lint", action="store_true", help="skip the TensorRT op lint")
     add_verbose(p)
     p.set_defaults(func=run)
@@ -42,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if args.frames:
             frames, masks = _load_clip(args)
             extra.update(frames=frames, first_mask=masks[0])
-        result = validate_tensorrt(args.model, precision=args.precision, **extra)
+        result = validate_tensorrt(args.model, precision=args.precision, plugin_libs=args.plugin_lib,
+                                   reference_model_dir=args.reference_model, **extra)
         print(result.format() if hasattr(result, "format") else result)
         return 0 if result else 1
     from s3rt.export.validate import validate_model

@@ -262,8 +262,9 @@ int32_t MaskedQueryGatherPlugin::enqueue(PluginTensorDesc const* inputDesc, Plug
         S3RT_MQG_INDEX_INT32, stream);
     if (status != S3RT_MQG_SUCCESS)
     {
+        // the status is the kernel's own code (see masked_query_gather.h); TensorRT only needs non-zero
         logError(s3rt_mqg_status_string(status));
-        return status;
+        return -1;
     }
     return 0;
 }

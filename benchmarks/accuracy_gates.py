@@ -76,6 +76,7 @@ def quantize_int8(fp32_dir: Path, int8_dir: Path, calib: dict[str, list[dict[str
 def run(args: argparse.Namespace) -> dict:
     import torch
 
+    from s3rt.configs import InferenceConfig
     from s3rt.export.model import build_model
     from s3rt.export.onnx_export import export_model
     from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -91,12 +92,13 @@ def run(args: argparse.Namespace) -> dict:
                                  seed=HELD_OUT_SEED + 1_000_000)
     gts = [c.masks for c in clips]
     model = build_model("tiny", weights=weights)
+    settings = InferenceConfig(mem_every=args.mem_every, stagger_updates=min(5, args.mem_every))
     rows: dict[str, dict] = {}
 
     def torch_row(name: str, device: str, precision: str) -> list[np.ndarray]:
         backend = TorchBackend("tiny", model=model, device=device, precision=precision)
         with backend:
-            preds = [track(lambda: Tracker(backend, max_short_side=None), c)[0] for c in clips]
+            preds = [track(lambda: Tracker(backend, settings, max_short_side=None), c)[0] for c in clips]
         rows[name] = {**jf_score(gts, preds), "preds": preds}
         return preds
 
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
         fp32_dir, int8_dir = Path(tmp) / "fp32", Path(tmp) / "int8"
         say("exporting ONNX fp32 graphs")
         manifest, _ = export_model("tiny", out_dir=fp32_dir, height=args.height, width=args.width, weights=weights,
-                                   check_parity=False)
+                                   mem_every=args.mem_every, check_parity=False)
         say("recording calibration inputs")
         calib: dict[str, list] = {}
         with _recording_backend(fp32_dir, calib, args.calib_samples) as rec:
@@ -179,7 +181,7 @@ def markdown(res: dict) -> str:
     lines.append("")
     lines.append(f"INT8 ({', '.join(res['int8_graphs'])} quantised) vs fp32 ONNX Runtime speed, measured side by "
                  f"side (alternating clips): **{res['int8_speed_vs_fp32_ort']:.2f}x** "
-                 f"(> 1 = INT8 faster); load average {res['machine']['load_avg_1min']}.")
+                 f"(> 1 = INT8 faster); 1-min load average {res['machine']['load_avg_1min']:.1f}.")
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30, help="frames per clip (default 30)")
     p.add_argument("--height", type=int, default=96, help="frame height (default 96)")
     p.add_argument("--width", type=int, default=160, help="frame width (default 160)")
+    p.add_argument("--mem-every", type=int, default=1, help="tracker memory period (default 1, as trained)")
     p.add_argument("--calib-clips", type=int, default=4, help="clips for INT8 calibration (other seeds)")
     p.add_argument("--calib-samples", type=int, default=100, help="recorded inputs per graph for calibration")
     p.add_argument("--int8-graphs", nargs="+", default=list(INT8_GRAPHS_ALL), choices=INT8_GRAPHS_ALL,

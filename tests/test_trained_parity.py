@@ -56,7 +56,8 @@ def test_onnxruntime_matches_torch_over_100_frames_with_late_objects(tmp_path):
     with OnnxRuntimeBackend(tmp_path) as ob:
         got = _run(ob, manifest, frames, masks)
     diffs, agree = frame_agreement(ref, got)
-    total = float(np.mean(agree))
-    assert total >= 0.999, f"argmax agreement {100 * total:.3f}% (worst frame {100 * min(agree):.3f}%)"
+    # every frame, not only on average (seeded random weights give a 99.8% worst frame here)
+    assert min(agree) >= 0.999, f"worst frame argmax agreement {100 * min(agree):.3f}% (mean {100 * np.mean(agree):.3f}%)"
+    assert max(diffs) < 1e-3, f"max |dp| {max(diffs):.2e}"
     # and the tracker is not trivially empty: objects stay segmented to the end
     assert (ref[-1].argmax(0) > 0).mean() > 0.02

@@ -34,6 +34,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this wall time")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", type=Path, default=None, help="start from this run's checkpoint.pt model weights "
+                   "(fresh optimiser and schedule: a second training phase)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--export", type=Path, default=None, help="at the end write the fp16 state dict here")
     return p
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     model.eval()                                         # BN frozen (statistics as estimated), as Cutie trains
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, log, wall = 0, [], 0.0
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
     if args.resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optim"])

@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=30, help="frames per clip (default 30)")
     p.add_argument("--height", type=int, default=96, help="clip height (default 96, as trained)")
     p.add_argument("--width", type=int, default=160, help="clip width (default 160)")
+    p.add_argument("--mem-every", type=int, default=1, help="write memory every N frames (default 1: the trained "
+                   "weights learnt with every frame in memory)")
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     say(f"[2/6] exporting {args.config} to ONNX ({weights_text})")
     manifest, rows = export_model(args.config, out_dir=out / "model", height=args.height, width=args.width,
-                                  weights=weights, progress=lambda m: say("      " + m))
+                                  weights=weights, mem_every=args.mem_every, progress=lambda m: say("      " + m))
     worst = max(r.max_abs for r in rows)
 
     probs: dict[str, list] = {}
@@ -132,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
              "occlusions and a panning textured background",
              "- the tracker gets only frame 0's mask and follows the objects through the clip; J&F is the "
              "DAVIS-2017 semi-supervised score (1.0 = perfect) against the generator's exact masks",
+             f"- tracker: memory written every {manifest.settings.mem_every} frame(s), "
+             f"{manifest.settings.max_mem_frames} memory frames, top-k {manifest.settings.top_k}",
              f"- ONNX export: 6 graphs, worst ONNX Runtime vs PyTorch error {worst:.2e}",
              f"- torch vs onnxruntime over all frames: max |dp| {max(diffs):.2e}, argmax agreement "
              f"{100 * float(np.mean(agree)):.3f}% mean, {100 * min(agree):.3f}% worst frame", "",

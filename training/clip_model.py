@@ -16,13 +16,17 @@ from s3rt.export.model.memory import similarity, topk_readout
 from s3rt.export.model.s3 import S3Model
 
 
-def clip_log_odds(model: S3Model, images: Tensor, first_masks: Tensor, *, top_k: int = 30) -> list[Tensor]:
+def clip_log_odds(model: S3Model, images: Tensor, first_masks: Tensor, *, top_k: int = 30,
+                  extras: dict[str, Tensor] | None = None) -> list[Tensor]:
     """images (T,3,H,W) in [0,1], first_masks (N,H,W) {0,1} -> per later frame (1,N+1,H,W) log-odds
-    (background first), the tensors whose softmax the deployed model outputs."""
+    (background first), the tensors whose softmax the deployed model outputs. `extras`, if given,
+    receives the clip's memory shrinkage (T,1,P) for the regulariser below."""
     t_len, n = images.shape[0], first_masks.shape[0]
     enc = model.encoder(images)                                   # whole clip in one batch
     f8, f4, pix, key, shrink, sel = model.spatial_semantic(images, *enc)
     h, w = pix.shape[-2:]
+    if extras is not None:
+        extras["shrinkage"] = shrink
     sensory = images.new_zeros(1, n, model.cfg.sensory_dim, h, w)
     prev = first_masks[None]                                      # (1, N, H, W)
     value, sensory, obj_mem = model.mask_encoder_graph(images[:1], pix[:1], sensory, prev)
@@ -60,3 +64,11 @@ def clip_loss(log_odds: list[Tensor], targets: Tensor) -> tuple[Tensor, dict[str
         dice_total = dice_total + dice.mean()
     ce, dice = ce_total / len(log_odds), dice_total / len(log_odds)
     return ce + dice, {"ce": float(ce.detach()), "dice": float(dice.detach())}
+
+
+def shrinkage_penalty(shrinkage: Tensor, cap: float) -> Tensor:
+    """Mean excess of the memory shrinkage over `cap` (hinge). Unchecked, training on clean synthetic
+    clips drives shrinkage to ~1e3: similarities reach ~1e6, the top-k softmax turns into a hard
+    argmax, and fp32 rounding differences between backends flip near-tied picks (whole-clip
+    parity is lost). Below the cap the penalty is zero."""
+    return torch.relu(shrinkage - cap).mean()

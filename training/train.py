@@ -31,13 +31,17 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak Adam learning rate")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="model init seed")
     p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"], help="clip i uses seed data_seed + i")
+    p.add_argument("--shrink-cap", type=float, default=30.0, help="memory shrinkage above this is penalised")
+    p.add_argument("--shrink-weight", type=float, default=0.0, help="weight of the shrinkage hinge (0 = off)")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--stop-after-step", type=int, default=None, help="stop (with a checkpoint) once this step "
+                   "is reached; the lr schedule still follows --steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init", type=Path, default=None, help="start from this run's checkpoint.pt model weights "
                    "(fresh optimiser and schedule: a second training phase)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--export", type=Path, default=None, help="at the end write the fp16 state dict here")
+    p.add_argument("--export", type=Path, default=None, help="when the run stops, write the fp16 state dict here")
     return p
 
 
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     from tqdm import tqdm
 
     from s3rt.export.model import build_model
-    from s3rt.training.clip_model import clip_log_odds, clip_loss
+    from s3rt.training.clip_model import clip_log_odds, clip_loss, shrinkage_penalty
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,13 +124,17 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
 
     start = time.perf_counter() - wall
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
-    while step < args.steps:
+    while step < args.steps and (args.stop_after_step is None or step < args.stop_after_step):
         frames, first, targets = training_clip(step, args)
         images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255          # (T, 3, H, W)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
-        outs = clip_log_odds(model, images, torch.from_numpy(first))
+        extras: dict = {}
+        outs = clip_log_odds(model, images, torch.from_numpy(first), extras=extras)
         loss, parts = clip_loss(outs, torch.from_numpy(targets))
+        parts["shrink_max"] = float(extras["shrinkage"].detach().max())
+        if args.shrink_weight > 0:
+            loss = loss + args.shrink_weight * shrinkage_penalty(extras["shrinkage"], args.shrink_cap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -135,14 +143,16 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         wall = time.perf_counter() - start
         log.append({"step": step, "loss": float(loss), **parts, "wall_s": round(wall, 2)})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", ce=f"{parts['ce']:.3f}")
+        bar.set_postfix(loss=f"{float(loss):.3f}", ce=f"{parts['ce']:.3f}", shrink=f"{parts['shrink_max']:.0f}")
         if step % args.save_every == 0:
             save()
         if args.max_minutes is not None and wall > args.max_minutes * 60:
             break
+        if args.stop_after_step is not None and step >= args.stop_after_step:
+            break
     bar.close()
     save()
-    if args.export is not None and step >= args.steps:
+    if args.export is not None:
         export_fp16(model, args.export)
     print(f"step {step}/{args.steps}, wall {wall / 60:.1f} min, checkpoint {ckpt_path}")
     return 0

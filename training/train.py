@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         opt.step()
         step += 1
         wall = time.perf_counter() - start
-        log.append({"step": step, "loss": float(loss), **parts, "wall_s": round(wall, 2)})
+        log.append({"step": step, "loss": float(loss.detach()), **parts, "wall_s": round(wall, 2)})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", ce=f"{parts['ce']:.3f}", shrink=f"{parts['shrink_max']:.0f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", ce=f"{parts['ce']:.3f}", shrink=f"{parts['shrink_max']:.0f}")
         if step % args.save_every == 0:
             save()
         if args.max_minutes is not None and wall > args.max_minutes * 60:

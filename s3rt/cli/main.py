@@ -14,7 +14,7 @@ import sys
 from s3rt import __version__
 from s3rt.errors import S3rtError
 
-SUBCOMMANDS = ("run", "export", "validate", "build", "bench", "eval", "demo", "serve", "stream", "replay")
+SUBCOMMANDS = ("run", "export", "validate", "build", "bench", "eval", "demo", "train", "serve", "stream", "replay")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ import json
 import logging
 from pathlib import Path
 
-from s3rt.cli.common import add_backend_args, add_loop_args, add_model_args, add_verbose
+from s3rt.cli.common import add_backend_args, add_plugin_lib, add_loop_args, add_model_args, add_verbose
 from s3rt.errors import ConfigError, InputError
 
 log = logging.getLogger("s3rt.replay")
@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_backend_args(p)
+    add_plugin_lib(p)
     g = p.add_argument_group("bag input")
     g.add_argument("--bag", metavar="DIR", required=True, help="input rosbag2 folder (sqlite3 or MCAP)")
     g.add_argument("--image-topic", metavar="T", required=True, help="sensor_msgs/Image or CompressedImage topic")

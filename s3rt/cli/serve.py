@@ -20,7 +20,7 @@ import signal
 import threading
 from pathlib import Path
 
-from s3rt.cli.common import add_backend_args, add_model_args, add_verbose
+from s3rt.cli.common import add_backend_args, add_plugin_lib, add_model_args, add_verbose
 from s3rt.errors import ConfigError
 
 log = logging.getLogger("s3rt.serve")
@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_backend_args(p, default="onnxruntime")
+    add_plugin_lib(p)
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     g.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 = any free port)")
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_manifest(args.model).model.name
     backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
                            device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
-                           precision=args.precision)
+                           precision=args.precision, plugin_libs=args.plugin_lib)
     read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
     cfg = ServerConfig(host=args.host, port=args.port, max_frame_bytes=int(args.max_frame_mb * (1 << 20)), token=token,
                        tls_cert=read(args.tls_cert), tls_key=read(args.tls_key), tls_client_ca=read(args.tls_client_ca))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from s3rt.runtime.synthetic import _bounce   # one reflection rule for both clip generators
+
 from s3rt.errors import ConfigError
 
 MIN_SIDE = 32
@@ -73,12 +75,6 @@ class _Shape:
     depth: float = field(default=0.0)
 
 
-def _bounce(x: float, lo: float, hi: float) -> float:
-    span = hi - lo
-    if span <= 0:
-        return lo
-    y = (x - lo) % (2 * span)
-    return lo + (y if y <= span else 2 * span - y)
 
 
 def _new_shape(rng: np.random.Generator, spec: ClipSpec) -> _Shape:

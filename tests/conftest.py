@@ -54,3 +54,11 @@ def blob_clip() -> tuple[list[np.ndarray], np.ndarray]:
     mask[(yy - 20) ** 2 + (xx - 25) ** 2 < 120] = 1
     mask[(yy - 40) ** 2 + (xx - 70) ** 2 < 90] = 2
     return frames, mask
+
+
+@pytest.fixture(scope="session")
+def ros_tiny_model(tmp_path_factory) -> Path:
+    """The ROS tests' tiny ONNX model (tests/ros_helpers.py), exported once for all their modules."""
+    from ros_helpers import export_tiny
+
+    return export_tiny(tmp_path_factory.mktemp("tiny_ros"))

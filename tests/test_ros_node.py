@@ -13,17 +13,12 @@ pytest.importorskip("rosbags", reason="rosbags not installed (pip install 's3rt[
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
 import ros_helpers  # noqa: E402
-from ros_helpers import H, W, export_tiny  # noqa: E402
+from ros_helpers import H, W  # noqa: E402
 from s3rt.runtime.backends import make_backend  # noqa: E402
 from s3rt.runtime.ros import convert, messages  # noqa: E402
 from s3rt.runtime.ros.node_logic import NodeParams, SegmentationNodeLogic, mask_from_labels  # noqa: E402
 from s3rt.runtime.ros.tracker_session import TrackerSession  # noqa: E402
 from s3rt.runtime.tracker import Tracker  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("tiny_node"))
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +41,15 @@ def _logic(model, kit, **kw):
                                  **kw)
 
 
-def test_node_logic_equals_the_tracker_and_copies_headers(tiny_model, kit):
+def test_node_logic_equals_the_tracker_and_copies_headers(ros_tiny_model, kit):
     frames, masks = ros_helpers.clip()
-    logic = _logic(tiny_model, kit)
+    logic = _logic(ros_tiny_model, kit)
     assert logic.on_image(_image(kit, frames[0], 0)) == [] and logic.counts["waiting_for_objects"] == 1
     m = [messages.image(kit, messages.header(kit, 0, ""), convert.encode_image(mask_from_labels(masks[0], k), "mono8"))
          for k in (1, 2)]
     reply = logic.add_objects(["cup", "pen"], masks=m)
     assert reply.success and dict(zip(reply.ids, reply.labels)) == {"cup": 1, "pen": 2}
-    ref_tracker = _tracker(tiny_model)
+    ref_tracker = _tracker(ros_tiny_model)
     for i, f in enumerate(frames):
         out = dict(logic.on_image(_image(kit, f, i)))
         ref_result = ref_tracker.step(f, mask=masks[0] if i == 0 else None)
@@ -72,9 +67,9 @@ def test_node_logic_equals_the_tracker_and_copies_headers(tiny_model, kit):
     assert logic.counts == {"received": 9, "processed": 8, "dropped": 0, "errors": 0, "waiting_for_objects": 1}
 
 
-def test_node_services_and_bad_input(tiny_model, kit):
+def test_node_services_and_bad_input(ros_tiny_model, kit):
     frames, masks = ros_helpers.clip()
-    logic = _logic(tiny_model, kit)
+    logic = _logic(ros_tiny_model, kit)
     bad = messages.image(kit, messages.header(kit, 5, "cam"), convert.encode_image(frames[0], "rgb8"))
     bad.encoding = "yuv422"
     (key, timing), = logic.on_image(bad)
@@ -108,7 +103,7 @@ def test_node_params_are_checked():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="rclpy not installed (needs a sourced ROS 2)")
-def test_rclpy_node_wiring(tiny_model):
+def test_rclpy_node_wiring(ros_tiny_model):
     """Parameters declared, publishers made, and rclpy's own message classes built by RclpyKit."""
     import rclpy
 
@@ -117,7 +112,7 @@ def test_rclpy_node_wiring(tiny_model):
     frames, masks = ros_helpers.clip()
     rclpy.init()
     try:
-        node = create_node(parameter_overrides={"model_dir": str(tiny_model), "threads": 1})
+        node = create_node(parameter_overrides={"model_dir": str(ros_tiny_model), "threads": 1})
         assert set(node.pubs) == {"mask", "detections", "timing"}
         assert node.get_parameter("qos_depth").value == 1 and node.get_parameter("backend").value == "onnxruntime"
         rkit = node.logic.kit
@@ -150,13 +145,13 @@ def test_ros_modules_import_without_torch_or_rclpy():
     assert "optional dependency 'rclpy' is needed here" in proc.stderr and "source a ROS 2" in proc.stderr
 
 
-def test_node_logic_live_policy_accounts_for_every_frame(tiny_model, kit):
+def test_node_logic_live_policy_accounts_for_every_frame(ros_tiny_model, kit):
     """Frames arriving faster than the model: latest wins, each frame gets exactly one timing record."""
     from s3rt.runtime.ros.realtime import RealtimeSession
 
     frames, masks = ros_helpers.clip()
-    session = RealtimeSession(TrackerSession(_tracker(tiny_model)))
-    logic = SegmentationNodeLogic(session, kit, NodeParams(model_dir=str(tiny_model)))
+    session = RealtimeSession(TrackerSession(_tracker(ros_tiny_model)))
+    logic = SegmentationNodeLogic(session, kit, NodeParams(model_dir=str(ros_tiny_model)))
     try:
         m = messages.image(kit, messages.header(kit, 0, ""), convert.encode_image(masks[0].astype(np.uint8), "mono8"))
         assert logic.add_objects(["both"], masks=[m]).success

@@ -17,13 +17,8 @@ from s3rt.cli.main import main  # noqa: E402
 from s3rt.runtime.io import write_index_mask  # noqa: E402
 from s3rt.runtime.ros import bag  # noqa: E402
 from s3rt.runtime.synthetic import make_clip  # noqa: E402
-from ros_helpers import H, N_FRAMES, TOPIC, W, export_tiny  # noqa: E402
+from ros_helpers import H, N_FRAMES, TOPIC, W  # noqa: E402
 import ros_helpers  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("tiny_ros"))
 
 
 @pytest.fixture(scope="module")
@@ -39,25 +34,25 @@ def clip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_masks(tiny_model, clip):
+def run_masks(ros_tiny_model, clip):
     frames, _, root = clip
-    assert main(["run", "--model", str(tiny_model), "--backend", "onnxruntime", "--threads", "1", "--frames",
+    assert main(["run", "--model", str(ros_tiny_model), "--backend", "onnxruntime", "--threads", "1", "--frames",
                  str(root / "frames"), "--mask", str(root / "first.png"), "--out", str(root / "run"),
                  "--no-progress"]) == 0
     return [np.asarray(Image.open(root / "run" / f"{i:05d}.png")).astype(np.int64) for i in range(len(frames))]
 
 
-def _replay(tiny_model, bag_in, out, *extra: str) -> int:
-    return main(["replay", "--model", str(tiny_model), "--backend", "onnxruntime", "--threads", "1", "--bag",
+def _replay(ros_tiny_model, bag_in, out, *extra: str) -> int:
+    return main(["replay", "--model", str(ros_tiny_model), "--backend", "onnxruntime", "--threads", "1", "--bag",
                  str(bag_in), "--image-topic", TOPIC, "--out-bag", str(out), "--no-progress", *extra])
 
 
 @pytest.mark.parametrize("storage,encoding", [("sqlite3", "rgb8"), ("mcap", "bgr8")])
-def test_replay_masks_equal_s3rt_run(tmp_path, tiny_model, clip, run_masks, storage, encoding):
+def test_replay_masks_equal_s3rt_run(tmp_path, ros_tiny_model, clip, run_masks, storage, encoding):
     frames, _, root = clip
     stamps = bag.write_image_bag(tmp_path / "in", frames, storage=storage, encoding=encoding, frame_id="cam0",
                                  row_padding=8)
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
                    "--report", str(tmp_path / "r.json")) == 0
     assert (tmp_path / "out" / ("out.mcap" if storage == "mcap" else "out.db3")).is_file()
     masks = bag.read_topic(tmp_path / "out", "/s3rt/mask")
@@ -82,7 +77,7 @@ def test_replay_masks_equal_s3rt_run(tmp_path, tiny_model, clip, run_masks, stor
     assert report["objects"] == {"1": 1, "2": 2}
 
 
-def test_replay_compressed_with_prompts_and_bad_frames(tmp_path, tiny_model, clip, run_masks):
+def test_replay_compressed_with_prompts_and_bad_frames(tmp_path, ros_tiny_model, clip, run_masks):
     """String ids from a prompts file; a mid-bag size change becomes an error record, not a crash."""
     frames, masks, root = clip
     odd = make_clip(1, 32, 48, 1)[0][0]
@@ -91,7 +86,7 @@ def test_replay_compressed_with_prompts_and_bad_frames(tmp_path, tiny_model, cli
         write_index_mask(tmp_path / f"{name}.png", (masks[0] == k).astype(np.int64), None)
     (tmp_path / "p.json").write_text(json.dumps({"objects": [{"id": "cup", "mask": "cup.png"},
                                                              {"id": "pen", "mask": "pen.png"}]}))
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--prompts", str(tmp_path / "p.json"),
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--prompts", str(tmp_path / "p.json"),
                    "--report", str(tmp_path / "r.json")) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["frames_in"] == N_FRAMES + 1 and report["processed"] == N_FRAMES and report["errors"] == 1
@@ -105,13 +100,13 @@ def test_replay_compressed_with_prompts_and_bad_frames(tmp_path, tiny_model, cli
     assert statuses == ["ok"] * 3 + ["error"] + ["ok"] * (N_FRAMES - 3)
 
 
-def test_replay_user_errors(tmp_path, tiny_model, clip, capsys):
+def test_replay_user_errors(tmp_path, ros_tiny_model, clip, capsys):
     frames, _, root = clip
     bag.write_image_bag(tmp_path / "in", frames[:2])
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "o1", "--mask", str(root / "first.png"),
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "o1", "--mask", str(root / "first.png"),
                    "--image-topic", "/nope") == 1
     assert "no topic '/nope'; topics present: /camera/image_raw" in capsys.readouterr().err
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "o2") == 1
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "o2") == 1
     assert "exactly one of --mask PNG or --prompts JSON" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
@@ -126,12 +121,12 @@ def _records(out):
     return [json.loads(t.data) for _, t in bag.read_topic(out, "/s3rt/timing")]
 
 
-def test_realtime_replay_above_capacity_drops_and_keeps_latency_bounded(tmp_path, tiny_model, clip):
+def test_realtime_replay_above_capacity_drops_and_keeps_latency_bounded(tmp_path, ros_tiny_model, clip):
     """30 frames recorded at 30 FPS played 50x faster (1500 FPS): far above what the model does."""
     frames, _, root = clip
     long = [frames[i % len(frames)] for i in range(30)]
     bag.write_image_bag(tmp_path / "in", long, storage="mcap")
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
                    "--realtime", "--rate", "50", "--report", str(tmp_path / "r.json")) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     records = _records(tmp_path / "out")
@@ -148,10 +143,10 @@ def test_realtime_replay_above_capacity_drops_and_keeps_latency_bounded(tmp_path
     assert 0 in [r["seq"] for r in ok]           # the prompted first frame is never dropped
 
 
-def test_realtime_deadline_drops_stale_frames(tmp_path, tiny_model, clip):
+def test_realtime_deadline_drops_stale_frames(tmp_path, ros_tiny_model, clip):
     frames, _, root = clip
     bag.write_image_bag(tmp_path / "in", [frames[i % len(frames)] for i in range(20)])
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
                    "--realtime", "--rate", "50", "--deadline-ms", "0.5", "--report", str(tmp_path / "r.json")) == 0
     records = _records(tmp_path / "out")
     late = [r for r in records if r.get("reason") == "deadline"]
@@ -162,7 +157,7 @@ def test_realtime_deadline_drops_stale_frames(tmp_path, tiny_model, clip):
 
 
 @pytest.mark.parametrize("fault,code", [(KeyboardInterrupt, 130), ("backend", 1)])
-def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, tiny_model, clip, run_masks, monkeypatch, fault, code):
+def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, ros_tiny_model, clip, run_masks, monkeypatch, fault, code):
     """An error injected on frame 4 (Ctrl-C, or a backend failure) stops the replay; the output bag
     holds frames 0-3, is indexed and readable, and its masks are the right ones."""
     from s3rt.errors import BackendError
@@ -178,7 +173,7 @@ def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, tiny_model, clip
         return real(self, frame, seq, capture_ns)
 
     monkeypatch.setattr(TrackerSession, "process", faulty)
-    assert _replay(tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
+    assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
                    "--report", str(tmp_path / "r.json")) == code
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["processed"] == 4 and report["frames_in"] == 5

@@ -28,6 +28,7 @@ import numpy as np
 
 from s3rt.errors import S3rtError, StateError, StreamClosedError
 from s3rt.runtime.serving.messages import ControlReply, ObjectId, Output
+from s3rt.runtime.serving.outbox import Outbox
 from s3rt.serve import codec
 from s3rt.serve.protos import load
 
@@ -105,7 +106,7 @@ class StreamClient:
     def __init__(self, client: Client, opening: Any, *, encoding: str = "rgb8") -> None:
         self.encoding = encoding
         self._requests: queue.Queue = queue.Queue()
-        self._outputs: queue.Queue = queue.Queue()
+        self._outputs: Outbox[Output] = Outbox()
         self._pending: dict[int, Future] = {}
         self._ids = itertools.count(1)
         self._seq = itertools.count(0)
@@ -168,14 +169,7 @@ class StreamClient:
     # -- receiving ------------------------------------------------------------------------------------
     def next_output(self, timeout: float | None = None) -> Output | None:
         """The next frame output; None on timeout or once the stream ended (see .error)."""
-        try:
-            out = self._outputs.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if out is _END:
-            self._outputs.put(_END)
-            return None
-        return out
+        return self._outputs.get(timeout)
 
     def outputs(self, timeout: float | None = None) -> Iterator[Output]:
         """Frame outputs until the stream ends (or nothing arrives for `timeout` seconds)."""
@@ -265,4 +259,4 @@ class StreamClient:
                 pending, self._pending = self._pending, {}
             for fut in pending.values():
                 fut.set_exception(StreamClosedError(f"stream ended before the reply: {self.error}"))
-            self._outputs.put(_END)
+            self._outputs.end()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,11 +29,11 @@ from s3rt.runtime.serving.inbox import ControlItem, FrameItem, Inbox
 from s3rt.runtime.serving.messages import (ControlReply, Dropped, DropReason, FrameFailed, ObjectId, Output,
                                            Result, Timing)
 from s3rt.runtime.serving.objects import ObjectTable, label_image, object_stats, relabel, request_mask
+from s3rt.runtime.serving.outbox import Outbox
 from s3rt.runtime.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-_END = object()          # end-of-outputs marker in the output queue
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class StreamSession:
         self._meta = threading.Lock()                  # counters + closed flag (never held during a step)
         self._infer_lock = inference_lock or contextlib.nullcontext()
         self._inbox = Inbox(latest_frame_wins=self.options.latest_frame_wins, max_waiting=self.options.max_waiting)
-        self._outputs: queue.Queue = queue.Queue()
+        self._outputs: Outbox[Output] = Outbox()
         self.last_active = clock()
         self._worker: threading.Thread | None = None
         if threaded:
@@ -219,14 +218,7 @@ class StreamSession:
     # -- outputs -----------------------------------------------------------------------------------
     def next_output(self, timeout: float | None = None) -> Output | None:
         """The next output (threaded mode); None on timeout or after the stream closed and drained."""
-        try:
-            out = self._outputs.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if out is _END:
-            self._outputs.put(_END)             # keep the marker for other readers
-            return None
-        return out
+        return self._outputs.get(timeout)
 
     def __iter__(self) -> Iterator[Output]:
         """Outputs until the stream is closed and drained."""
@@ -267,7 +259,7 @@ class StreamSession:
                                         error=type(err).__name__, message=str(err)))
         with self._lock:
             self._tracker = None                    # frees the state buffers (the backend stays open)
-        self._outputs.put(_END)
+        self._outputs.end()
         log.info("stream closed", extra={"stream": self.stream_id, "event": "close", "reason": reason})
 
     def __enter__(self) -> "StreamSession":

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: six sessions, IO binding straight into the tracker's numpy buffers.
 
 Providers are explicit and never fall back silently: the node placement ONNX Runtime logs while
-building each session is read (ort_placement) and a GPU session with compute nodes on
+building each GPU session is read (ort_placement) and one with compute nodes on
 CPUExecutionProvider is refused unless `allow_cpu_fallback` (a "CUDA" figure must never be a
 CPU figure). GPU providers are listed in priority order TensorRT, CUDA, CPU (the CPU provider
 takes the shape ops ORT keeps on the host). The TensorRT EP gets the export's optimisation
@@ -89,13 +89,21 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             if self.provider == "tensorrt":
                 cache.mkdir(parents=True, exist_ok=True)
             providers = provider_list(self.provider, available, profiles.get(name, {}), cache)
+            # a CPU session has no placement to verify: no verbose build log, no capture of fd 2
+            # (which would also swallow other threads' stderr while the session builds)
+            verify = wanted != "CPUExecutionProvider"
             try:
-                sess, placement = build_session_with_placement(ort, str(path), opts, providers)
+                if verify:
+                    sess, placement = build_session_with_placement(ort, str(path), opts, providers)
+                else:
+                    sess = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelFormatError(f"ONNX Runtime cannot load {path}: {exc}") from exc
             if sess.get_providers()[0] != wanted:
                 raise BackendError(f"{name}: asked for {wanted}, session runs on {sess.get_providers()}")
-            self.placement_notes += check_placement(placement, wanted, name, allow_cpu_compute=self.allow_cpu_fallback)
+            if verify:
+                self.placement_notes += check_placement(placement, wanted, name,
+                                                        allow_cpu_compute=self.allow_cpu_fallback)
             self._check_io(name, sess)
             self._sessions[name] = sess
         for note in self.placement_notes:

@@ -24,7 +24,8 @@ import pytest
 
 CACHE = Path(os.environ.get("S3RT_TRT_BINDINGS_CACHE", Path.home() / ".cache" / "s3rt-trt-bindings"))
 
-# names s3rt's TensorRT code uses (export/trt_build.py, runtime/backends/tensorrt_backend.py, runtime/trt_plugins.py)
+# names s3rt's TensorRT code uses (export/trt_build.py, runtime/backends/tensorrt_backend.py, runtime/trt_plugins.py;
+# the cuda-bindings calls below also cover runtime/backends/cuda_memory.py)
 TRT_NAMES = """__version__ float32 float16 BuilderFlag TF32 Logger WARNING VERBOSE LayerType TensorIOMode INPUT OUTPUT
 nptype init_libnvinfer_plugins get_plugin_registry load_library Runtime OnnxParser NetworkDefinitionCreationFlag
 STRONGLY_TYPED MemoryPoolType WORKSPACE ExecutionContextAllocationStrategy USER_MANAGED Builder
@@ -101,3 +102,15 @@ def test_cuda_bindings_calls_and_arity(major):
         assert not absent, f"{d.name}: missing {absent}"
         wrong = {n: (got[n], k) for n, k in CUDART_CALLS.items() if got[n] != k}
         assert not wrong, f"{d.name}: arity (bindings, s3rt) differs: {wrong}"
+
+
+def test_every_cuda_runtime_name_in_the_code_is_checked():
+    """A cuda-bindings call added to the code without adding it here would go unchecked."""
+    root = Path(__file__).resolve().parents[1]
+    used = set()
+    for folder in ("runtime", "export", "benchmarks"):
+        for path in (root / folder).rglob("*.py"):
+            used |= set(re.findall(r"\bcudart\.(cuda\w+)", path.read_text()))
+    assert used, "no cuda-bindings calls found: the scan is broken"
+    unchecked = sorted(used - set(CUDART_CALLS) - set(CUDART_TYPES))
+    assert not unchecked, f"cuda-bindings names used but not checked for existence/arity: {unchecked}"

@@ -196,7 +196,10 @@ def test_provider_chain_and_tensorrt_ep_profiles(tmp_path):
     assert opts["trt_engine_cache_enable"] == "True" and opts["trt_engine_cache_path"] == str(tmp_path / "cache")
     assert "object_bucket:1" in opts["trt_profile_min_shapes"] and "object_bucket:4" in opts["trt_profile_max_shapes"]
     assert opts["trt_profile_opt_shapes"].count(",") == len(readout) - 1
-    assert provider_list("cuda", every, {}, tmp_path) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert opts["device_id"] == "0"
+    assert provider_list("cuda", every, {}, tmp_path, device=1) == [("CUDAExecutionProvider", {"device_id": "1"}),
+                                                                  "CPUExecutionProvider"]
+    assert provider_list("tensorrt", every, {}, tmp_path, device=1)[0][1]["device_id"] == "1"
     assert provider_list("cpu", every, {}, tmp_path) == ["CPUExecutionProvider"]
     assert shape_list({"a": (1, 2), "b": (3,)}) == "a:1x2,b:3"
 

@@ -13,7 +13,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 def make_backend(name: str, *, config: str | None = None, weights: str | Path | None = None,
                  model_dir: str | Path | None = None, device: str = "cpu", provider: str | None = None,
                  threads: int | None = None, seed: int = 0, precision: str | None = None,
-                 plugin_libs: tuple[str, ...] | list[str] = ()) -> Backend:
+                 plugin_libs: tuple[str, ...] | list[str] = (), host_buffers: bool = False) -> Backend:
     """Construct (not open) a backend. torch needs a config; the graph backends need --model."""
     if name == "torch":
         if config is None:
@@ -23,12 +23,13 @@ def make_backend(name: str, *, config: str | None = None, weights: str | Path | 
     if name in ("onnxruntime", "tensorrt") and model_dir is None:
         raise ConfigError(f"the {name} backend runs exported graphs: pass --model DIR "
                           "(create one with 's3rt export')")
+    gpu = int(device.split(":")[1]) if ":" in device else 0
     if name == "onnxruntime":
         from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(model_dir, provider=provider or ("cuda" if device.startswith("cuda") else "cpu"),
-                                  threads=threads)
+                                  threads=threads, device=gpu,
+                                  host_buffers=host_buffers)
     if name == "tensorrt":
         from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
-        gpu = int(device.split(":")[1]) if ":" in device else 0
         return TensorRTBackend(model_dir, device=gpu, precision=precision, plugin_libs=tuple(plugin_libs))
     raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

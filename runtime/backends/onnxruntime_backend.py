@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: six sessions, IO binding straight into the tracker's numpy buffers.
+"""ONNX Runtime backend: six sessions, IO binding straight into the tracker's buffers.
 
 Providers are explicit and never fall back silently: the node placement ONNX Runtime logs while
 building each GPU session is read (ort_placement) and one with compute nodes on
@@ -8,9 +8,14 @@ takes the shape ops ORT keeps on the host). The TensorRT EP gets the export's op
 profile for the object axis (trt_profile_min/opt/max_shapes) and an engine cache folder, so it
 neither rebuilds per object count nor per process.
 
-Not done yet: buffers are host numpy arrays for every provider (IO binding to "cpu"), so a GPU
-provider copies the memory bank host->device on every call; binding CUDA OrtValues needs the
-tracker's buffer ops on device arrays.
+Where the buffers live: with the CPU provider they are host numpy arrays; with the CUDA and
+TensorRT providers they are CUDA allocations (cuda_memory.DeviceArray, the same device arrays the
+TensorRT backend uses) bound as "cuda" tensors, so the memory bank, sensory and object memory stay
+on the GPU and no graph call copies them (the tracker's slot writes are device-to-device copies).
+`host_buffers=True` keeps host numpy buffers for a GPU provider (ORT then copies every input to
+the device per call), e.g. where cuda-bindings is not installed. ONNX Runtime does not wait for
+other CUDA streams before a run but synchronises its own at the end of one, so `run` first waits
+for copies still queued on the buffers' stream.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from s3rt.errors import BackendError, InternalError, ModelFormatError
+from s3rt.errors import BackendError, InternalError, MissingDependencyError, ModelFormatError
+from s3rt.optional import cuda_bindings
 from s3rt.optional import onnxruntime as ort_mod
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
+from s3rt.runtime.backends.cuda_memory import CudaMemory, DeviceArray
 from s3rt.runtime.backends.ort_placement import build_session_with_placement, check_placement
 from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.engine_manifest import Profile, optimization_profiles
@@ -41,13 +49,14 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool
 
 
 class OnnxRuntimeBackend(ExportedGraphsBackend):
-    """Runs an `s3rt export` folder. Buffers are host numpy arrays bound in place (CPU EP)."""
+    """Runs an `s3rt export` folder. Buffers are bound in place: host numpy arrays for the CPU
+    provider, CUDA device arrays on GPU `device` for the CUDA/TensorRT providers."""
 
     name = "onnxruntime"
 
     def __init__(self, model_dir: str | Path, *, provider: str = "cpu", threads: int | None = None,
                  opt_level: str = "all", io_binding: bool = True, allow_cpu_fallback: bool = False,
-                 trt_cache_dir: str | Path | None = None) -> None:
+                 trt_cache_dir: str | Path | None = None, device: int = 0, host_buffers: bool = False) -> None:
         super().__init__(model_dir)
         if provider not in PROVIDERS:
             raise BackendError(f"unknown ONNX Runtime provider '{provider}'; choose one of {', '.join(PROVIDERS)}")
@@ -59,8 +68,14 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
         self.io_binding = io_binding
         self.allow_cpu_fallback = allow_cpu_fallback
         self.trt_cache_dir = Path(trt_cache_dir) if trt_cache_dir is not None else None
+        self.device = int(device)
+        self.host_buffers = host_buffers or provider == "cpu"
+        if not self.host_buffers and not io_binding:
+            raise BackendError("io_binding=False needs host buffers: device buffers can only be bound "
+                               "(pass host_buffers=True with a GPU provider)")
         self.placement_notes: list[str] = []
         self._bindings: dict = {}
+        self._mem: CudaMemory | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -88,7 +103,7 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             cache = self._trt_cache(name)
             if self.provider == "tensorrt":
                 cache.mkdir(parents=True, exist_ok=True)
-            providers = provider_list(self.provider, available, profiles.get(name, {}), cache)
+            providers = provider_list(self.provider, available, profiles.get(name, {}), cache, device=self.device)
             # a CPU session has no placement to verify: no verbose build log, no capture of fd 2
             # (which would also swallow other threads' stderr while the session builds)
             verify = wanted != "CPUExecutionProvider"
@@ -108,6 +123,15 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             self._sessions[name] = sess
         for note in self.placement_notes:
             log.warning("%s", note)
+        if not self.host_buffers:
+            try:
+                cudart = cuda_bindings.load()
+            except MissingDependencyError as exc:
+                raise MissingDependencyError(
+                    f"{exc}. The {self.provider} provider keeps the tracker's state on the GPU through "
+                    "cuda-bindings: pip install \"s3rt[onnxruntime-gpu]\" (onnxruntime-gpu with cuda-bindings 12.x), "
+                    "or keep host buffers (--ort-host-buffers; every call then copies the memory bank)") from exc
+            self._mem = CudaMemory(cudart, self.device)
         log.debug("opened %d ONNX Runtime sessions on %s", len(self._sessions), wanted)
 
     def _trt_cache(self, graph: str) -> Path:
@@ -127,6 +151,9 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
     def _close(self) -> None:
         self._sessions = {}
         self._bindings = {}
+        if self._mem is not None:
+            self._mem.close()
+        self._mem = None
 
     # -- running ----------------------------------------------------------------------------------
     def run(self, graph: str, inputs: Mapping[str, Array], outputs: Mapping[str, Array]) -> None:
@@ -139,27 +166,49 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             for dst, res in zip(outputs.values(), results):
                 dst[...] = res
             return
-        key = (graph, *((k, v.ctypes.data, v.shape) for k, v in inputs.items()),
-               *((k, v.ctypes.data, v.shape) for k, v in outputs.items()))
+        ins = {k: bind_target(v, graph, k, self.device) for k, v in inputs.items()}
+        outs = {k: bind_target(v, graph, k, self.device) for k, v in outputs.items()}
+        key = (graph, *ins.items(), *outs.items())
         binding = self._bindings.get(key)
         if binding is None:
             binding = sess.io_binding()
-            for name, arr in inputs.items():
-                binding.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), _ptr(arr, graph, name))
-            for name, arr in outputs.items():
-                binding.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), _ptr(arr, graph, name))
+            for name, t in ins.items():
+                binding.bind_input(name, t.device_type, t.device_id, t.dtype, list(t.shape), t.ptr)
+            for name, t in outs.items():
+                binding.bind_output(name, t.device_type, t.device_id, t.dtype, list(t.shape), t.ptr)
             if len(self._bindings) > 256:       # N/NB combinations are few; guard against leaks anyway
                 self._bindings.clear()
             self._bindings[key] = binding
+        if self._mem is not None and self._mem.pending:
+            self._mem.synchronize()             # slot writes queued on our stream must land first
         sess.run_with_iobinding(binding)
 
+    # -- memory: numpy (CPU provider) or CUDA device arrays (GPU providers) -------------------------
     def empty(self, shape: tuple[int, ...], dtype: str) -> Array:
+        if self._mem is not None:
+            return self._mem.empty(shape, dtype)
         return np.zeros(shape, dtype=np.dtype(dtype))
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return self._mem.to_host(x) if self._mem is not None else super().to_host(x)
+
+    def upload(self, dst: Array, src: np.ndarray) -> None:
+        self._mem.upload(dst, src) if self._mem is not None else super().upload(dst, src)
+
+    def copy_(self, dst: Array, src: Array) -> None:
+        self._mem.copy_(dst, src) if self._mem is not None else super().copy_(dst, src)
+
+    def add_(self, dst: Array, src: Array) -> None:
+        self._mem.add_(dst, src) if self._mem is not None else super().add_(dst, src)
+
+    def fill_(self, dst: Array, value: float) -> None:
+        self._mem.fill_(dst, value) if self._mem is not None else super().fill_(dst, value)
 
     def describe(self) -> dict:
         ort = ort_mod.load()
         return {"backend": self.name, "provider": PROVIDERS[self.provider], "onnxruntime": ort.__version__,
                 "threads": self.threads or "default", "opt_level": self.opt_level, "config": self.model_config.name,
+                "buffers": "host" if self.host_buffers else f"cuda:{self.device}",
                 "model_dir": str(self.model_dir)}
 
 
@@ -168,17 +217,19 @@ def shape_list(shapes: dict[str, tuple[int, ...]]) -> str:
     return ",".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items())
 
 
-def provider_list(provider: str, available: list[str], profile: Profile, cache_dir: Path) -> list:
+def provider_list(provider: str, available: list[str], profile: Profile, cache_dir: Path, *,
+                  device: int = 0) -> list:
     """Providers for one session, in priority order, those missing from this install left out.
 
-    TensorRT EP options: explicit profile shapes (one min/opt/max per dynamic input, from the
-    export), engine and timing caches under `cache_dir`, fp32 (fp16 is the engine backend's job).
+    GPU providers run on `device` (the buffers' GPU). TensorRT EP options: explicit profile shapes
+    (one min/opt/max per dynamic input, from the export), engine and timing caches under
+    `cache_dir`, fp32 (fp16 is the engine backend's job).
     """
     chain = [p for p in PROVIDER_CHAIN[provider] if p in available or p == PROVIDERS[provider]]
     out: list = []
     for p in chain:
         if p == "TensorrtExecutionProvider":
-            opts = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
+            opts = {"device_id": str(device), "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
                     "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
                     "trt_fp16_enable": "False"}
             if profile:
@@ -186,12 +237,31 @@ def provider_list(provider: str, available: list[str], profile: Profile, cache_d
                             trt_profile_opt_shapes=shape_list({k: v[1] for k, v in profile.items()}),
                             trt_profile_max_shapes=shape_list({k: v[2] for k, v in profile.items()}))
             out.append((p, opts))
+        elif p == "CUDAExecutionProvider":
+            out.append((p, {"device_id": str(device)}))
         else:
             out.append(p)
     return out
 
 
-def _ptr(arr: np.ndarray, graph: str, name: str) -> int:
+class BindTarget(NamedTuple):
+    """Where one bound tensor lives, as IOBinding.bind_input/bind_output take it."""
+
+    device_type: str        # "cpu" or "cuda"
+    device_id: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    ptr: int
+
+
+def bind_target(arr: Array, graph: str, name: str, device: int) -> BindTarget:
+    """Host numpy buffers bind as "cpu", DeviceArray views as "cuda" on `device`; both must be
+    contiguous (a view of leading-axis slices is)."""
+    if isinstance(arr, DeviceArray):
+        if not arr.is_contiguous:
+            raise InternalError(f"{graph}.{name}: device view {arr.shape} with strides {arr.strides} is not "
+                                "contiguous; only leading-axis slices can be bound")
+        return BindTarget("cuda", device, arr.dtype, arr.shape, arr.ptr)
     if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
         raise InternalError(f"{graph}.{name}: buffer is not a C-contiguous numpy array; cannot bind in place")
-    return arr.ctypes.data
+    return BindTarget("cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)

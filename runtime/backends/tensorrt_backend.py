@@ -4,15 +4,9 @@ Never imports torch. TensorRT and cuda-python are imported only by `open()` (thr
 s3rt.optional), so this module imports everywhere; without them `open()` raises
 MissingDependencyError naming the extra, without a GPU it raises BackendError.
 
-Buffers are `DeviceArray`s: a device pointer plus shape, dtype and element strides. Indexing with
-ints and step-1 slices returns views (pointer offsets), so the tracker's N/NB slices bind in
-place; `reshape` works on contiguous arrays. Copies between strided views (the tracker writes one
-memory slot into `mem_key[:, :, slot]`) become cudaMemcpy2DAsync calls, planned by the pure
-function `plan_copy` (tested without a GPU).
-
-`add_` has no elementwise kernel without torch: it copies both operands to the host, adds with
-numpy and uploads the sum (a synchronising round trip). The tracker calls it once per memory
-frame, on `object_memory` rows of N*Q*(C+1) floats (8 * 16 * 257 * 4 bytes = 128 KiB at most).
+Buffers are `DeviceArray`s from s3rt.runtime.backends.cuda_memory (shared with ONNX Runtime's GPU
+providers): device pointers with shape, dtype and strides, whose views bind in place and whose
+strided copies are planned without a GPU.
 
 `run` allocates nothing: it sets input shapes and tensor addresses only when they changed
 (TensorRT requires 256-byte aligned addresses; the tracker's views are), then enqueues
@@ -22,14 +16,12 @@ memory block by default (they run one after another on one stream), which matter
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +31,8 @@ from s3rt.optional import cuda_bindings, tensorrt
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.backends import cuda_env
+from s3rt.runtime.backends.cuda_memory import (Copy2D, CudaMemory, DeviceArray, contiguous_strides, cuda_check,
+                                               cuda_error_text, is_contiguous, plan_copy)
 from s3rt.runtime.engine_manifest import (EngineManifest, MachineInfo, check_compatible, check_onnx_hashes,
                                           load_engine_manifest)
 from s3rt.runtime.trt_plugins import PluginLibrary, check_plugins, init_nvidia_plugins, library_version, \
@@ -47,176 +41,6 @@ from s3rt.runtime.trt_plugins import PluginLibrary, check_plugins, init_nvidia_p
 log = logging.getLogger(__name__)
 
 ADDRESS_ALIGNMENT = 256     # setTensorAddress: "The pointer must have at least 256-byte alignment."
-
-
-# -- strided copy planning (pure Python, no CUDA) ------------------------------------------------
-class Copy2D(NamedTuple):
-    """One cudaMemcpy2DAsync: `height` rows of `width` bytes; offsets and pitches in bytes."""
-
-    dst_offset: int
-    dst_pitch: int
-    src_offset: int
-    src_pitch: int
-    width: int
-    height: int
-
-
-def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """C-order strides in elements."""
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= d
-    return tuple(reversed(strides))
-
-
-def is_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
-    """C-contiguous, ignoring the strides of size-1 axes (as numpy does)."""
-    expected = 1
-    for d, s in zip(reversed(shape), reversed(strides)):
-        if d == 1:
-            continue
-        if s != expected:
-            return False
-        expected *= d
-    return True
-
-
-def plan_copy(shape: tuple[int, ...], dst_strides: tuple[int, ...], src_strides: tuple[int, ...],
-              itemsize: int) -> list[Copy2D]:
-    """Copies that move a `shape` block between two strided layouts (strides in elements).
-
-    Trailing axes contiguous in both layouts form one row; the remaining axes are merged where
-    both layouts allow it, the innermost of them becomes the 2-D copy's height and any others
-    are enumerated. A fully contiguous pair gives a single row (height 1).
-    """
-    if len(shape) != len(dst_strides) or len(shape) != len(src_strides):
-        raise InternalError(f"plan_copy: rank mismatch {shape} {dst_strides} {src_strides}")
-    if any(d == 0 for d in shape):
-        return []
-    dims = [(d, ds, ss) for d, ds, ss in zip(shape, dst_strides, src_strides) if d != 1]
-    width, k = 1, len(dims)
-    while k > 0 and dims[k - 1][1] == width and dims[k - 1][2] == width:
-        width *= dims[k - 1][0]
-        k -= 1
-    outer: list[tuple[int, int, int]] = []
-    for d, ds, ss in dims[:k]:
-        if outer and outer[-1][1] == ds * d and outer[-1][2] == ss * d:
-            pd, _, _ = outer[-1]
-            outer[-1] = (pd * d, ds, ss)      # merge with the previous (outer) axis
-        else:
-            outer.append((d, ds, ss))
-    if not outer:
-        return [Copy2D(0, width * itemsize, 0, width * itemsize, width * itemsize, 1)]
-    height, dpitch, spitch = outer[-1]
-    plans = []
-    for idx in itertools.product(*(range(d) for d, _, _ in outer[:-1])):
-        doff = sum(i * ds for i, (_, ds, _) in zip(idx, outer))
-        soff = sum(i * ss for i, (_, _, ss) in zip(idx, outer))
-        plans.append(Copy2D(doff * itemsize, dpitch * itemsize, soff * itemsize, spitch * itemsize,
-                            width * itemsize, height))
-    return plans
-
-
-def _normalize_index(key: Any, shape: tuple[int, ...]) -> list[Any]:
-    if not isinstance(key, tuple):
-        key = (key,)
-    if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if Ellipsis in key:
-        i = key.index(Ellipsis)
-        fill = len(shape) - (len(key) - 1)
-        key = key[:i] + (slice(None),) * fill + key[i + 1:]
-    if len(key) > len(shape):
-        raise IndexError(f"too many indices: {len(key)} for an array of rank {len(shape)}")
-    return list(key) + [slice(None)] * (len(shape) - len(key))
-
-
-class DeviceArray:
-    """A typed, possibly strided view of device memory (pointer arithmetic only, no CUDA calls).
-
-    `ptr` is the address of element [0, ..., 0]; strides are in elements. `owner` keeps the
-    allocation alive for views.
-    """
-
-    __slots__ = ("ptr", "shape", "dtype", "strides", "owner")
-
-    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: Any, strides: tuple[int, ...] | None = None,
-                 owner: object = None) -> None:
-        self.ptr = int(ptr)
-        self.shape = tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
-        self.strides = tuple(strides) if strides is not None else contiguous_strides(self.shape)
-        if len(self.strides) != len(self.shape):
-            raise InternalError(f"DeviceArray: {len(self.strides)} strides for shape {self.shape}")
-        self.owner = owner
-
-    # numpy-like metadata
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        return self.dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.itemsize
-
-    @property
-    def is_contiguous(self) -> bool:
-        return is_contiguous(self.shape, self.strides)
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d DeviceArray")
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"DeviceArray(ptr=0x{self.ptr:x}, shape={self.shape}, dtype={self.dtype}, strides={self.strides})"
-
-    def __getitem__(self, key: Any) -> "DeviceArray":
-        offset, shape, strides = 0, [], []
-        for k, d, s in zip(_normalize_index(key, self.shape), self.shape, self.strides):
-            if isinstance(k, slice):
-                start, stop, step = k.indices(d)
-                if step != 1:
-                    raise IndexError("DeviceArray supports step-1 slices only")
-                n = max(0, stop - start)
-                offset += start * s if n else 0
-                shape.append(n)
-                strides.append(s)
-            elif isinstance(k, (int, np.integer)):
-                i = int(k)
-                if not -d <= i < d:
-                    raise IndexError(f"index {i} is out of bounds for an axis of size {d}")
-                offset += (i % d) * s
-            else:
-                raise IndexError(f"DeviceArray supports ints, step-1 slices and '...', got {k!r}")
-        return DeviceArray(self.ptr + offset * self.itemsize, tuple(shape), self.dtype, tuple(strides),
-                           self.owner if self.owner is not None else self)
-
-    def reshape(self, *shape: Any) -> "DeviceArray":
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        shape = tuple(int(d) for d in shape)
-        if shape.count(-1) > 1:
-            raise ValueError("can only specify one unknown dimension")
-        if -1 in shape:
-            known = math.prod(d for d in shape if d != -1)
-            if known == 0 or self.size % known:
-                raise ValueError(f"cannot reshape array of size {self.size} into shape {shape}")
-            shape = tuple(self.size // known if d == -1 else d for d in shape)
-        if math.prod(shape) != self.size:
-            raise ValueError(f"cannot reshape array of size {self.size} into shape {shape}")
-        if not self.is_contiguous:
-            raise ValueError(f"reshape of a non-contiguous DeviceArray view {self.shape} (strides {self.strides})")
-        return DeviceArray(self.ptr, shape, self.dtype, None, self.owner if self.owner is not None else self)
 
 
 # -- the backend ----------------------------------------------------------------------------------
@@ -258,8 +82,7 @@ class TensorRTBackend(ExportedGraphsBackend):
         self.share_activation_memory = share_activation_memory
         self._engines: EngineManifest | None = None
         self._graphs: dict[str, _GraphRuntime] = {}
-        self._allocations: list[int] = []
-        self._stream: Any = None
+        self._mem: CudaMemory | None = None
         self._machine: MachineInfo | None = None
 
     # -- metadata (reads manifest.json only) ------------------------------------------------------
@@ -292,8 +115,7 @@ class TensorRTBackend(ExportedGraphsBackend):
         if self.check_onnx:
             check_onnx_hashes(engines, manifest)
         try:
-            self._stream = self._cuda(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
-                                      "cudaStreamCreateWithFlags")
+            self._mem = CudaMemory(cudart, self.device)
             self._load_engines()
         except BaseException:
             self._close()
@@ -339,7 +161,7 @@ class TensorRTBackend(ExportedGraphsBackend):
                                                                      "device_memory_size_v2") \
                 else (lambda e: e.device_memory_size)
             size = max(int(size_of(e)) for e in engines.values())
-            block = self._malloc(max(size, 1))
+            block = self._mem.malloc(max(size, 1))
             self._shared_size = size
         for name, engine in engines.items():
             if shared:
@@ -373,40 +195,25 @@ class TensorRTBackend(ExportedGraphsBackend):
         return _GraphRuntime(engine, context, inputs, outputs, dtypes, {}, {})
 
     def _close(self) -> None:
-        cudart = getattr(self, "_cudart", None)
         self._graphs = {}
-        if cudart is not None:
-            if self._stream is not None:
-                cudart.cudaStreamSynchronize(self._stream)
-            for ptr in self._allocations:
-                cudart.cudaFree(ptr)
-            if self._stream is not None:
-                cudart.cudaStreamDestroy(self._stream)
-        self._allocations = []
-        self._stream = None
+        if self._mem is not None:
+            self._mem.close()
+        self._mem = None
 
     # -- CUDA helpers ----------------------------------------------------------------------------
     def _error_text(self, err: Any) -> str:
-        try:
-            _, text = self._cudart.cudaGetErrorString(err)
-            return f"{err.name if hasattr(err, 'name') else err}: {text.decode() if isinstance(text, bytes) else text}"
-        except Exception:  # noqa: BLE001 - best effort message
-            return str(err)
+        return cuda_error_text(self._cudart, err)
 
     def _cuda(self, result: tuple, what: str) -> Any:
-        err, *values = result
-        if err != self._cudart.cudaError_t.cudaSuccess:
-            raise BackendError(f"{what} failed: {self._error_text(err)}")
-        return values[0] if len(values) == 1 else tuple(values) if values else None
+        return cuda_check(self._cudart, result, what)
 
-    def _malloc(self, nbytes: int) -> int:
-        ptr = int(self._cuda(self._cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes} bytes)"))
-        self._allocations.append(ptr)
-        return ptr
+    @property
+    def _stream(self) -> Any:
+        return self._mem.stream if self._mem is not None else None
 
     def synchronize(self) -> None:
         self._require_open()
-        self._cuda(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        self._mem.synchronize()
 
     # -- graphs ----------------------------------------------------------------------------------
     def run(self, graph: str, inputs: Mapping[str, Array], outputs: Mapping[str, Array]) -> None:
@@ -458,85 +265,30 @@ class TensorRTBackend(ExportedGraphsBackend):
                 raise BackendError(f"TensorRT refused the address of tensor '{name}'")
             g.addresses[name] = ptr
 
-    # -- memory ----------------------------------------------------------------------------------
+    # -- memory: the tracker's state lives on the GPU (CudaMemory) ----------------------------------
     def empty(self, shape: tuple[int, ...], dtype: str) -> DeviceArray:
         self._require_open()
-        dt = np.dtype(dtype)
-        nbytes = max(1, math.prod(shape) * dt.itemsize)
-        ptr = self._malloc(nbytes)
-        self._cuda(self._cudart.cudaMemsetAsync(ptr, 0, nbytes, self._stream), "cudaMemsetAsync")
-        return DeviceArray(ptr, tuple(shape), dt)
-
-    def _memcpy(self, dst: int, dst_strides: tuple[int, ...], src: int, src_strides: tuple[int, ...],
-                shape: tuple[int, ...], itemsize: int, kind: Any) -> None:
-        cudart = self._cudart
-        for c in plan_copy(shape, dst_strides, src_strides, itemsize):
-            if c.height == 1 or (c.dst_pitch == c.width and c.src_pitch == c.width):
-                self._cuda(cudart.cudaMemcpyAsync(dst + c.dst_offset, src + c.src_offset, c.width * c.height,
-                                                  kind, self._stream), "cudaMemcpyAsync")
-            else:
-                self._cuda(cudart.cudaMemcpy2DAsync(dst + c.dst_offset, c.dst_pitch, src + c.src_offset,
-                                                    c.src_pitch, c.width, c.height, kind, self._stream),
-                           "cudaMemcpy2DAsync")
-
-    def _check_pair(self, what: str, dst: DeviceArray, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        if not isinstance(dst, DeviceArray):
-            raise InternalError(f"{what}: destination is {type(dst).__name__}, not a DeviceArray")
-        if dst.shape != tuple(shape):
-            raise ShapeError(f"{what}: destination {dst.shape}, source {tuple(shape)}")
-        if dst.dtype != dtype:
-            raise ShapeError(f"{what}: destination dtype {dst.dtype}, source {dtype}")
+        return self._mem.empty(shape, dtype)
 
     def to_host(self, x: Array) -> np.ndarray:
         self._require_open()
-        if not isinstance(x, DeviceArray):
-            return np.asarray(x)
-        out = np.empty(x.shape, x.dtype)
-        self._memcpy(out.ctypes.data, contiguous_strides(x.shape), x.ptr, x.strides, x.shape, x.itemsize,
-                     self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
-        self.synchronize()
-        return out
+        return self._mem.to_host(x)
 
     def upload(self, dst: Array, src: np.ndarray) -> None:
         self._require_open()
-        host = np.ascontiguousarray(np.asarray(src, dtype=getattr(dst, "dtype", None)))
-        self._check_pair("upload", dst, host.shape, host.dtype)
-        self._memcpy(dst.ptr, dst.strides, host.ctypes.data, contiguous_strides(host.shape), host.shape,
-                     host.itemsize, self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
-        # pageable host memory: the copy has left `host` when cudaMemcpyAsync returns; sync anyway so
-        # that a caller reusing `src` right away can never race a pinned-memory implementation
-        self.synchronize()
+        self._mem.upload(dst, src)
 
     def copy_(self, dst: Array, src: Array) -> None:
         self._require_open()
-        if not isinstance(src, DeviceArray):
-            self.upload(dst, np.asarray(src))
-            return
-        self._check_pair("copy_", dst, src.shape, src.dtype)
-        self._memcpy(dst.ptr, dst.strides, src.ptr, src.strides, src.shape, src.itemsize,
-                     self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice)
+        self._mem.copy_(dst, src)
 
     def add_(self, dst: Array, src: Array) -> None:
-        """dst += src through the host (no elementwise kernel without torch; see module docstring)."""
         self._require_open()
-        total = self.to_host(dst) + (self.to_host(src) if isinstance(src, DeviceArray) else np.asarray(src))
-        self.upload(dst, total.astype(dst.dtype, copy=False))
+        self._mem.add_(dst, src)
 
     def fill_(self, dst: Array, value: float) -> None:
         self._require_open()
-        if not isinstance(dst, DeviceArray):
-            raise InternalError(f"fill_: destination is {type(dst).__name__}, not a DeviceArray")
-        if value != 0:
-            self.upload(dst, np.full(dst.shape, value, dst.dtype))
-            return
-        cudart = self._cudart
-        for c in plan_copy(dst.shape, dst.strides, dst.strides, dst.itemsize):
-            if c.height == 1 or c.dst_pitch == c.width:
-                self._cuda(cudart.cudaMemsetAsync(dst.ptr + c.dst_offset, 0, c.width * c.height, self._stream),
-                           "cudaMemsetAsync")
-            else:
-                self._cuda(cudart.cudaMemset2DAsync(dst.ptr + c.dst_offset, c.dst_pitch, 0, c.width, c.height,
-                                                    self._stream), "cudaMemset2DAsync")
+        self._mem.fill_(dst, value)
 
     def describe(self) -> dict:
         info = {"backend": self.name, "model_dir": str(self.model_dir), "engine_dir": str(self.engine_dir),

@@ -26,6 +26,9 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: str = "torch") -> N
     g.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime execution provider (default: cpu, or cuda with --device cuda)")
     g.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    g.add_argument("--ort-host-buffers", action="store_true",
+                   help="ONNX Runtime cuda/tensorrt providers: keep the tracker's state in host memory instead of "
+                        "on the GPU (needs no cuda-bindings, but every graph call copies the memory bank)")
     g.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
                    help="torch: autocast dtype with fp32 islands (default fp32); tensorrt: the engines' precision "
                         "to load (default: whatever 's3rt build' produced)")

@@ -99,7 +99,8 @@ def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
         config = load_manifest(args.model).model.name
     backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
                            device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
-                           precision=args.precision, plugin_libs=args.plugin_lib)
+                           precision=args.precision, plugin_libs=args.plugin_lib,
+                           host_buffers=args.ort_host_buffers)
     notes = []
     if args.backend == "torch" and args.weights is None:
         msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "

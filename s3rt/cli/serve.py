@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_manifest(args.model).model.name
     backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
                            device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
-                           precision=args.precision, plugin_libs=args.plugin_lib)
+                           precision=args.precision, plugin_libs=args.plugin_lib,
+                           host_buffers=args.ort_host_buffers)
     read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
     cfg = ServerConfig(host=args.host, port=args.port, max_frame_bytes=int(args.max_frame_mb * (1 << 20)), token=token,
                        tls_cert=read(args.tls_cert), tls_key=read(args.tls_key), tls_client_ca=read(args.tls_client_ca))

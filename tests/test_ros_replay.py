@@ -161,18 +161,18 @@ def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, ros_tiny_model, 
     """An error injected on frame 4 (Ctrl-C, or a backend failure) stops the replay; the output bag
     holds frames 0-3, is indexed and readable, and its masks are the right ones."""
     from s3rt.errors import BackendError
-    from s3rt.runtime.ros.tracker_session import TrackerSession
+    from s3rt.runtime.tracker import Tracker
 
     frames, _, root = clip
     bag.write_image_bag(tmp_path / "in", frames, storage="mcap")
-    real = TrackerSession.process
+    real = Tracker.step
 
-    def faulty(self, frame, seq, capture_ns):
-        if seq == 4:
+    def faulty(self, frame, *args, **kwargs):       # under the session core: its own path, not a stand-in
+        if self.frame_index == 4:
             raise KeyboardInterrupt if fault is KeyboardInterrupt else BackendError("device lost (injected)")
-        return real(self, frame, seq, capture_ns)
+        return real(self, frame, *args, **kwargs)
 
-    monkeypatch.setattr(TrackerSession, "process", faulty)
+    monkeypatch.setattr(Tracker, "step", faulty)
     assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
                    "--report", str(tmp_path / "r.json")) == code
     report = json.loads((tmp_path / "r.json").read_text())

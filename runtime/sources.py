@@ -1,4 +1,5 @@
-"""Frame sources for `s3rt run`: a folder of frames, a video file (PyAV) or a camera (OpenCV)."""
+"""Frame sources for `s3rt run`: a folder of frames, a video file (PyAV), a camera (OpenCV) or a
+rosbag2 image topic (rosbags)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ class FrameSource:
 
 
 def open_source(*, frames: str | None = None, video: str | None = None, camera: int | None = None,
-                max_frames: int | None = None) -> FrameSource:
-    given = [x for x in (frames, video, camera) if x is not None]
+                max_frames: int | None = None, rosbag: str | None = None,
+                image_topic: str | None = None) -> FrameSource:
+    given = [x for x in (frames, video, camera, rosbag) if x is not None]
     if len(given) != 1:
-        raise ConfigError("give exactly one input: --frames DIR, --video FILE or --camera INDEX")
+        raise ConfigError("give exactly one input: --frames DIR, --video FILE, --camera INDEX or --rosbag DIR")
+    if (rosbag is None) != (image_topic is None):
+        raise ConfigError("--rosbag DIR and --image-topic T go together")
+    if rosbag is not None:
+        from s3rt.runtime.ros.bag import image_topic_source   # the reader `s3rt replay` uses
+        return image_topic_source(rosbag, image_topic, max_frames=max_frames)  # type: ignore[arg-type]
     if frames is not None:
         files = list_frames(frames)[:max_frames] if max_frames else list_frames(frames)
 

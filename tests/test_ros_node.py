@@ -17,7 +17,7 @@ from ros_helpers import H, W  # noqa: E402
 from s3rt.runtime.backends import make_backend  # noqa: E402
 from s3rt.runtime.ros import convert, messages  # noqa: E402
 from s3rt.runtime.ros.node_logic import NodeParams, SegmentationNodeLogic, mask_from_labels  # noqa: E402
-from s3rt.runtime.ros.tracker_session import TrackerSession  # noqa: E402
+from s3rt.runtime.ros.core_session import CoreSession  # noqa: E402
 from s3rt.runtime.tracker import Tracker  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def _tracker(model):
 
 
 def _logic(model, kit, **kw):
-    return SegmentationNodeLogic(TrackerSession(_tracker(model)), kit, NodeParams(model_dir=str(model)), sync=True,
+    return SegmentationNodeLogic(CoreSession.open(_tracker(model)), kit, NodeParams(model_dir=str(model)), sync=True,
                                  **kw)
 
 
@@ -85,7 +85,7 @@ def test_node_services_and_bad_input(ros_tiny_model, kit):
     out = dict(logic.on_image(_image(kit, frames[1], 1)))
     assert "mask" in out
     r = logic.remove_object("nope")
-    assert not r.success and "unknown object id 'nope'" in r.message
+    assert not r.success and "unknown object ids ['nope']" in r.message     # the core's ObjectIdError
     assert logic.remove_object("box").success and logic.objects == {}
     assert logic.on_image(_image(kit, frames[2], 2)) == []         # nothing tracked: waits for objects
     assert logic.reset().success
@@ -137,7 +137,7 @@ def test_ros_modules_import_without_torch_or_rclpy():
             "for m in ('torch', 'rclpy', 'sensor_msgs', 'std_msgs', 'vision_msgs'): sys.modules[m] = None\n"
             "import s3rt.runtime.ros.convert, s3rt.runtime.ros.messages, s3rt.runtime.ros.bag, "
             "s3rt.runtime.ros.replay, s3rt.runtime.ros.node_logic, s3rt.runtime.ros.node, "
-            "s3rt.runtime.ros.tracker_session\n"
+            "s3rt.runtime.ros.core_session\n"
             "from s3rt.runtime.ros.node import main\n"
             "assert main([]) == 1\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -147,10 +147,8 @@ def test_ros_modules_import_without_torch_or_rclpy():
 
 def test_node_logic_live_policy_accounts_for_every_frame(ros_tiny_model, kit):
     """Frames arriving faster than the model: latest wins, each frame gets exactly one timing record."""
-    from s3rt.runtime.ros.realtime import RealtimeSession
-
     frames, masks = ros_helpers.clip()
-    session = RealtimeSession(TrackerSession(_tracker(ros_tiny_model)))
+    session = CoreSession.open(_tracker(ros_tiny_model), realtime=True)
     logic = SegmentationNodeLogic(session, kit, NodeParams(model_dir=str(ros_tiny_model)))
     try:
         m = messages.image(kit, messages.header(kit, 0, ""), convert.encode_image(masks[0].astype(np.uint8), "mono8"))

@@ -161,18 +161,18 @@ def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, ros_tiny_model, 
     """An error injected on frame 4 (Ctrl-C, or a backend failure) stops the replay; the output bag
     holds frames 0-3, is indexed and readable, and its masks are the right ones."""
     from s3rt.errors import BackendError
-    from s3rt.runtime.ros.tracker_session import TrackerSession
+    from s3rt.runtime.tracker import Tracker
 
     frames, _, root = clip
     bag.write_image_bag(tmp_path / "in", frames, storage="mcap")
-    real = TrackerSession.process
+    real = Tracker.step
 
-    def faulty(self, frame, seq, capture_ns):
-        if seq == 4:
+    def faulty(self, frame, *args, **kwargs):       # under the session core: its own path, not a stand-in
+        if self.frame_index == 4:
             raise KeyboardInterrupt if fault is KeyboardInterrupt else BackendError("device lost (injected)")
-        return real(self, frame, seq, capture_ns)
+        return real(self, frame, *args, **kwargs)
 
-    monkeypatch.setattr(TrackerSession, "process", faulty)
+    monkeypatch.setattr(Tracker, "step", faulty)
     assert _replay(ros_tiny_model, tmp_path / "in", tmp_path / "out", "--mask", str(root / "first.png"),
                    "--report", str(tmp_path / "r.json")) == code
     report = json.loads((tmp_path / "r.json").read_text())
@@ -183,3 +183,26 @@ def test_replay_stopped_mid_bag_leaves_a_complete_bag(tmp_path, ros_tiny_model, 
     assert len(masks) == 4 and len(bag.read_topic(tmp_path / "out", "/s3rt/timing")) == 4
     for (_, m), ref in zip(masks, run_masks):
         np.testing.assert_array_equal(m.data.reshape(H, W), ref)
+
+
+def test_s3rt_run_reads_a_bag_with_the_replay_reader(tmp_path, ros_tiny_model, clip, run_masks, capsys):
+    """`s3rt run --rosbag`: the same masks as from the PNG folder; a mid-bag size change is skipped
+    and reported as `run` does for any bad frame."""
+    frames, _, root = clip
+    odd = make_clip(1, 32, 48, 1)[0][0]
+    bag.write_image_bag(tmp_path / "in", [*frames[:3], odd, *frames[3:]], storage="mcap", encoding="bgr8")
+    args = ["run", "--model", str(ros_tiny_model), "--backend", "onnxruntime", "--threads", "1", "--rosbag",
+            str(tmp_path / "in"), "--mask", str(root / "first.png"), "--no-progress"]
+    assert main([*args, "--image-topic", TOPIC, "--out", str(tmp_path / "out")]) == 0
+    names = [f"{i:06d}" for i in (0, 1, 2, *range(4, N_FRAMES + 1))]           # topic positions; 3 was bad
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == names
+    for name, ref in zip(names, run_masks):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}.png")), ref)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (bad,) = report["bad_frames"]["skipped"]
+    assert bad["frame"] == "000003" and "frame size changed mid-bag" in bad["error"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "o2")]) == 1
+    assert "--rosbag DIR and --image-topic T go together" in capsys.readouterr().err
+    assert main([*args, "--image-topic", "/nope", "--out", str(tmp_path / "o3")]) == 1
+    assert "no topic '/nope'" in capsys.readouterr().err

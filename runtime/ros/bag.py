@@ -95,6 +95,14 @@ class ImageTopicReader:
         files = [self.path] if self.path.is_file() else list(self.path.iterdir())
         return "mcap" if any(f.suffix == ".mcap" for f in files) else "sqlite3"
 
+    @property
+    def rate_hz(self) -> float | None:
+        """Messages per second of the topic when it is the bag's only topic (else None: unknown)."""
+        if len(self._reader.connections) != len(self._connections) or self.count < 2:
+            return None
+        span_s = (self._reader.end_time - self._reader.start_time) / 1e9
+        return (self.count - 1) / span_s if span_s > 0 else None
+
     def close(self) -> None:
         self._reader.close()
 
@@ -134,6 +142,30 @@ class ImageTopicReader:
                 continue
             frame.image = rgb
             yield frame
+
+
+def image_topic_source(path: str | Path, topic: str, *, max_frames: int | None = None) -> Any:
+    """An image topic as `s3rt run`'s FrameSource: frames named by topic position (000000, ...);
+    a frame the reader cannot use comes as Frame(error=...), which `run` skips and reports.
+
+    The topic is checked now (missing topic, empty bag: BagError); the bag closes when the
+    frames are exhausted or the run stops.
+    """
+    from s3rt.runtime.io import Frame
+    from s3rt.runtime.sources import FrameSource
+
+    reader = ImageTopicReader(path, topic)
+    count = reader.count if max_frames is None else min(reader.count, max_frames)
+
+    def frames() -> Iterator[Frame]:
+        try:
+            for frame in reader:
+                if frame.seq >= count:
+                    return
+                yield Frame(f"{frame.seq:06d}", frame.image, error=frame.error)
+        finally:
+            reader.close()
+    return FrameSource(frames, count, fps=reader.rate_hz or 24.0)
 
 
 class ResultBagWriter:

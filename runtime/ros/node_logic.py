@@ -73,7 +73,6 @@ class SegmentationNodeLogic:
         self.session, self.kit, self.params, self.sync = session, kit, params, sync
         self._seq = 0
         self._headers: OrderedDict[int, Any] = OrderedDict()   # seq -> input header, until its outcome
-        self._labels: dict[str, int] = {}
         self._hw: tuple[int, int] | None = None
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "errors": 0, "waiting_for_objects": 0}
 
@@ -88,7 +87,7 @@ class SegmentationNodeLogic:
             self.counts["errors"] += 1
             return [("timing", self._timing(msg.header, seq, "error", error=str(exc)))]
         self._hw = rgb.shape[:2]
-        if not self._labels:
+        if not self.session.objects:
             self.counts["waiting_for_objects"] += 1     # nothing to track yet: call add_objects
             return []
         stamp = convert.stamp_ns(msg.header.stamp)
@@ -157,32 +156,31 @@ class SegmentationNodeLogic:
             if self._hw is not None and any(p.shape != self._hw for p in planes.values()):
                 raise S3rtError(f"masks must be {self._hw[0]}x{self._hw[1]} like the camera's frames, got "
                                 f"{sorted({p.shape for p in planes.values()})}")
-            if len(set(self._labels) | set(ids)) > self.params.max_objects:
+            tracked = self.session.objects
+            if len(set(tracked) | set(ids)) > self.params.max_objects:
                 raise S3rtError(f"max_objects={self.params.max_objects} would be exceeded "
-                                f"(tracking {sorted(self._labels)})")
+                                f"(tracking {sorted(tracked)})")
             given = self.session.add_objects(planes)
         except S3rtError as exc:
             return Reply(False, str(exc), [], [])
-        self._labels.update(given)
         return Reply(True, f"objects {ids} are given with the next frame", list(given), [given[i] for i in given])
 
     def remove_object(self, object_id: str) -> Reply:
+        label = self.session.objects.get(str(object_id), 0)
         try:
             self.session.remove_object(str(object_id))
         except S3rtError as exc:
             return Reply(False, str(exc), [], [])
-        label = self._labels.pop(str(object_id))
         return Reply(True, f"removed '{object_id}' (label {label})", [str(object_id)], [label])
 
     def reset(self) -> Reply:
         self.session.reset()
-        self._labels.clear()
         self._headers.clear()
         return Reply(True, "reset: every object forgotten", [], [])
 
     @property
     def objects(self) -> dict[str, int]:
-        return dict(self._labels)
+        return self.session.objects
 
 
 def mask_from_labels(labels: np.ndarray, label: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The seam between the ROS adapters (bag replay, node) and the session core.
+"""The seam between the ROS adapters (bag replay, node) and the session core (core_session.py).
 
 Replay and the node need five things from a stream: give objects (user ids -> labels), remove
 one, reset, process a frame now (offline replay: every frame), and submit a frame under the
@@ -27,7 +27,7 @@ class Outcome:
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     e2e_ms: float = 0.0
-    dropped: str | None = None                    # reason, e.g. "superseded", "deadline"
+    dropped: str | None = None                    # a core DropReason value, e.g. "superseded", "deadline"
     error: str | None = None
 
     @property
@@ -36,6 +36,10 @@ class Outcome:
 
 
 class Session(Protocol):
+    @property
+    def objects(self) -> dict[str, int]:
+        """id -> label of every object tracked or given for the next frame."""
+
     def add_objects(self, masks: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Binary (H, W) masks by user id, applied with the next frame; returns id -> label."""
 

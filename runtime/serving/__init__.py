@@ -16,7 +16,8 @@ No gRPC, no metrics library, no torch here; transports (s3rt.serve, a ROS 2 node
 
 API (stable; other adapters build on it):
 - `StreamSession` (session.py): one tracker + its fixed buffers. Controls `add_objects(mask, frame,
-  ids=, seq=, capture_ts=, request_id=)`, `update_objects(...)` (re-give masks of tracked ids),
+  ids=, labels=, seq=, capture_ts=, request_id=)` (labels: wanted id -> label, default smallest
+  free), `update_objects(...)` (re-give masks of tracked ids),
   `remove_objects(ids)`, `reset()` return a `ControlReply` (raise the typed error on refusal; a
   refused op changes nothing); `control(op, ...)` is the non-blocking form (a Future). Frames:
   `submit(frame, seq, capture_ts)` (threaded) or `process(...)` -> output (synchronous mode,
@@ -30,8 +31,9 @@ API (stable; other adapters build on it):
 - `SessionManager` (manager.py): `open(options, threaded=)`, `get(id)`, `close(id, reason)`,
   `reap_idle()`, `start_reaper()`, `shutdown(reason)`, `stats()`; limits in `ServingLimits`.
 - messages.py: `Result(seq, capture_ts, labels (H0, W0) uint8|uint16, objects: ObjectStat(id, label,
-  area, box, visible), timing: Timing(queue_ms, inference_ms, encode_ms), frame_index,
-  memory_written, request_id)`, `Dropped(seq, capture_ts, reason: DropReason, detail)`,
+  area, box, visible, score), timing: Timing(queue_ms, inference_ms, encode_ms), frame_index,
+  memory_written, request_id)`, `Dropped(seq, capture_ts, reason: DropReason, detail,
+  queue_ms)`,
   `FrameFailed(seq, capture_ts, error, message)`, `ControlReply(op, request_id, ok, labels, error,
   message, result)`.
 

@@ -41,12 +41,17 @@ class Timing:
 
 @dataclass(frozen=True)
 class ObjectStat:
-    """One tracked object in one result. `box` = (x0, y0, x1, y1), end-exclusive; None if not visible."""
+    """One tracked object in one result. `box` = (x0, y0, x1, y1), end-exclusive; None if not visible.
+
+    `score`: mean probability of the object inside its own mask (None when not visible or not
+    computed; not sent over gRPC), what a detection message reports as its confidence.
+    """
 
     id: ObjectId
     label: int
     area: int
     box: tuple[int, int, int, int] | None
+    score: float | None = None
 
     @property
     def visible(self) -> bool:
@@ -73,10 +78,13 @@ class Result:
 
 @dataclass(frozen=True)
 class Dropped:
+    """A frame never processed. `queue_ms`: how long it waited between receipt and the drop."""
+
     seq: int
     capture_ts: float
     reason: DropReason
     detail: str = ""
+    queue_ms: float = 0.0
 
 
 @dataclass(frozen=True)

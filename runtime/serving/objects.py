@@ -2,8 +2,10 @@
 
 The tracker knows objects by positive integer ids; a stream's user names them with strings or
 ints. `ObjectTable` is the one place that maps them: each new user id gets the smallest free label
-(1, 2, ...), so labels fit mono8 while at most 255 objects are tracked. Every check runs before
-anything changes, so a refused request leaves the table and the tracker as they were.
+(1, 2, ...), so labels fit mono8 while at most 255 objects are tracked, unless the request names
+the labels it wants (an adapter whose labels must match another tool's, e.g. index-mask values).
+Every check runs before anything changes, so a refused request leaves the table and the tracker
+as they were.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import numpy as np
 
 from s3rt.errors import CapacityError, ObjectIdError, ShapeError
 from s3rt.runtime.serving.messages import ObjectId, ObjectStat
+
+
+MAX_LABEL = 65535                   # label images are uint8, or uint16 past 255
 
 
 def check_object_id(obj: object) -> ObjectId:
@@ -49,8 +54,11 @@ class ObjectTable:
         return {v: k for k, v in self._labels.items()}
 
     # -- checks (no change) ------------------------------------------------------------------------
-    def check_new(self, ids: Iterable[ObjectId]) -> list[ObjectId]:
+    def check_new(self, ids: Iterable[ObjectId], labels: Mapping[ObjectId, int] | None = None) -> list[ObjectId]:
+        """`labels`: wanted labels for (some of) the new ids; each must be free, 1..MAX_LABEL."""
         ids = [check_object_id(i) for i in ids]
+        if labels:
+            self.check_labels(ids, labels)
         dup = sorted({str(i) for i in ids if ids.count(i) > 1})
         if dup:
             raise ObjectIdError(f"duplicate object ids in one request: {dup}")
@@ -63,6 +71,22 @@ class ObjectTable:
                                 f"stream's limit of {self.max_objects}; remove objects first")
         return ids
 
+    def check_labels(self, ids: list[ObjectId], labels: Mapping[ObjectId, int]) -> None:
+        stray = [i for i in labels if i not in ids]
+        if stray:
+            raise ObjectIdError(f"labels requested for ids {stray} that this request does not add")
+        wanted = [labels[i] for i in ids if i in labels]
+        bad = [v for v in wanted if isinstance(v, bool) or not isinstance(v, (int, np.integer))
+               or not 0 < v <= MAX_LABEL]
+        if bad:
+            raise ObjectIdError(f"requested labels must be integers 1..{MAX_LABEL}, got {bad}")
+        if len(set(wanted)) != len(wanted):
+            raise ObjectIdError(f"the same label requested twice: {wanted}")
+        owner = self.id_of_label()
+        taken = {int(v): owner[v] for v in wanted if v in owner}
+        if taken:
+            raise ObjectIdError(f"requested labels are in use (label -> id): {taken}")
+
     def check_known(self, ids: Iterable[ObjectId]) -> list[ObjectId]:
         ids = [check_object_id(i) for i in ids]
         dup = sorted({str(i) for i in ids if ids.count(i) > 1})
@@ -74,12 +98,17 @@ class ObjectTable:
         return ids
 
     # -- changes -----------------------------------------------------------------------------------
-    def assign(self, ids: list[ObjectId]) -> list[int]:
-        """Labels for new ids (smallest free first); call after check_new."""
-        used = set(self._labels.values())
+    def assign(self, ids: list[ObjectId], labels: Mapping[ObjectId, int] | None = None) -> list[int]:
+        """Labels for new ids (the requested one, else smallest free first); call after check_new."""
+        labels = labels or {}
+        used = set(self._labels.values()) | {int(labels[i]) for i in ids if i in labels}
         out = []
         label = 1
         for obj in ids:
+            if obj in labels:
+                self._labels[obj] = int(labels[obj])
+                out.append(int(labels[obj]))
+                continue
             while label in used:
                 label += 1
             self._labels[obj] = label
@@ -146,8 +175,14 @@ def label_image(probabilities: np.ndarray, object_labels: list[int]) -> np.ndarr
     return lut[np.argmax(probabilities, axis=0)]
 
 
-def object_stats(labels: np.ndarray, table: Mapping[ObjectId, int]) -> tuple[ObjectStat, ...]:
-    """Area and end-exclusive box of every tracked object in a label image (absent: area 0, box None)."""
+def object_stats(labels: np.ndarray, table: Mapping[ObjectId, int], probabilities: np.ndarray | None = None,
+                 channel_labels: list[int] | None = None) -> tuple[ObjectStat, ...]:
+    """Area and end-exclusive box of every tracked object in a label image (absent: area 0, box None).
+
+    With `probabilities` (N+1, H0, W0), background first, channel k+1 = `channel_labels[k]`: also
+    each visible object's score, its mean probability inside its own mask.
+    """
+    channel = {label: k + 1 for k, label in enumerate(channel_labels or [])}
     top = max(table.values(), default=0)
     area = np.bincount(labels.ravel(), minlength=top + 1)
     out = []
@@ -158,6 +193,8 @@ def object_stats(labels: np.ndarray, table: Mapping[ObjectId, int]) -> tuple[Obj
         hit = labels == label
         rows = np.flatnonzero(hit.any(axis=1))
         cols = np.flatnonzero(hit.any(axis=0))
+        score = (float(probabilities[channel[label]][hit].mean())
+                 if probabilities is not None and label in channel else None)
         out.append(ObjectStat(id=obj, label=label, area=int(area[label]),
-                              box=(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)))
+                              box=(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1), score=score))
     return tuple(out)

@@ -133,10 +133,12 @@ class StreamSession:
 
     # -- controls (ordered with frames) ----------------------------------------------------------
     def add_objects(self, mask: np.ndarray, frame: np.ndarray, *, ids: Mapping[int, ObjectId] | None = None,
-                    seq: int = -1, capture_ts: float | None = None, request_id: int | None = None) -> ControlReply:
+                    labels: Mapping[ObjectId, int] | None = None, seq: int = -1, capture_ts: float | None = None,
+                    request_id: int | None = None) -> ControlReply:
         """Start tracking new objects: `mask` (H0, W0) index mask on `frame`; `ids` maps mask values to
-        user ids (None: the values are the ids). The reply holds the id -> label map and the frame's result."""
-        return self.control("add", mask=mask, ids=ids, frame=frame, seq=seq, capture_ts=capture_ts,
+        user ids (None: the values are the ids). `labels`: wanted id -> label (free ones; default:
+        smallest free). The reply holds the id -> label map and the frame's result."""
+        return self.control("add", mask=mask, ids=ids, labels=labels, frame=frame, seq=seq, capture_ts=capture_ts,
                             request_id=request_id).result()
 
     def update_objects(self, mask: np.ndarray, frame: np.ndarray, *, ids: Mapping[int, ObjectId] | None = None,
@@ -307,7 +309,8 @@ class StreamSession:
             age_ms = ((time.time() - item.capture_ts) if self.options.deadline_from == "capture"
                       else (now - item.received)) * 1000
             if age_ms > deadline:
-                return self._drop(item, DropReason.DEADLINE, f"{age_ms:.0f} ms old at dequeue, deadline {deadline:g} ms")
+                return self._drop(item, DropReason.DEADLINE, f"{age_ms:.0f} ms old at dequeue, deadline {deadline:g} ms",
+                                  now=now)
         with self._lock:
             if self._tracker is None:
                 return self._drop(item, DropReason.CLOSED, self.closed_reason or "closed")
@@ -366,14 +369,14 @@ class StreamSession:
         users = list(value_ids.values())
         new: list[ObjectId] = []
         if op == "add":
-            new = self.objects.check_new(users)
+            new = self.objects.check_new(users, args.get("labels"))
             if tracker.bucket_count >= tracker.settings.max_buckets:
                 raise CapacityError(f"objects were added on {tracker.bucket_count} different frames already "
                                     f"(max_buckets={tracker.settings.max_buckets}); add objects together or "
                                     "remove old ones first")
         else:
             self.objects.check_known(users)
-        self.objects.assign(new)
+        self.objects.assign(new, args.get("labels"))
         try:
             label_mask = relabel(mask, {v: self.objects.label_of(u) for v, u in value_ids.items()})
             result = self._step(frame_item, frame, self._clock(), mask=label_mask,
@@ -392,7 +395,7 @@ class StreamSession:
             res = tracker.step(frame, mask=mask, object_ids=labels)
         t1 = time.perf_counter()
         image = label_image(res.probabilities, res.object_ids)     # (N+1, H0, W0) -> (H0, W0)
-        stats = object_stats(image, self.objects.labels)
+        stats = object_stats(image, self.objects.labels, res.probabilities, res.object_ids)
         t2 = time.perf_counter()
         self.frame_hw = frame.shape[:2]
         with self._meta:
@@ -412,10 +415,11 @@ class StreamSession:
                              f"{self.frame_hw[0]}x{self.frame_hw[1]}; open a new stream for another size")
         return frame
 
-    def _drop(self, item: FrameItem, reason: DropReason, detail: str) -> Dropped:
+    def _drop(self, item: FrameItem, reason: DropReason, detail: str, *, now: float | None = None) -> Dropped:
         with self._meta:
             self.counters.dropped[reason.value] += 1
-        return Dropped(seq=item.seq, capture_ts=item.capture_ts, reason=reason, detail=detail)
+        waited = ((self._clock() if now is None else now) - item.received) * 1000
+        return Dropped(seq=item.seq, capture_ts=item.capture_ts, reason=reason, detail=detail, queue_ms=waited)
 
     def _emit(self, out: Output, *, queue_it: bool = True) -> None:
         if self._on_output is not None:

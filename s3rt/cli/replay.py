@@ -109,9 +109,8 @@ def _prompt(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from s3rt.cli.run import _backend, _tracker_factory
     from s3rt.runtime.ros.bag import ImageTopicReader, ResultBagWriter
-    from s3rt.runtime.ros.realtime import RealtimeSession
+    from s3rt.runtime.ros.core_session import CoreSession
     from s3rt.runtime.ros.replay import ReplayReport, replay
-    from s3rt.runtime.ros.tracker_session import TrackerSession
 
     if (args.mask is None) == (args.prompts is None):
         raise ConfigError("give the first frame's objects with exactly one of --mask PNG or --prompts JSON")
@@ -125,9 +124,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with backend, ResultBagWriter(args.out_bag, storage=args.storage or reader.storage, mask_topic=args.mask_topic,
                                       detections_topic=args.detections_topic, timing_topic=args.timing_topic) as writer:
-            session = TrackerSession(_tracker_factory(args, backend)())
-            if args.realtime:
-                session = RealtimeSession(session, deadline_ms=args.deadline_ms)
+            session = CoreSession.open(_tracker_factory(args, backend)(), realtime=args.realtime,
+                                       deadline_ms=args.deadline_ms)
             from tqdm import tqdm
             try:
                 with tqdm(total=reader.count, desc="replaying", unit="frame", disable=args.no_progress,

@@ -1,8 +1,9 @@
 """Segment a clip: give the first frame's mask, get a mask for every frame.
 
-Input is a folder of frames (sorted by name), a video file or a camera. The first-frame mask is an index/palette PNG
-(pixel value = object id); --masks DIR may hold more masks named like their frames, which add
-objects (or re-annotate them) on those frames. Output: <frame>.png index masks with the input
+Input is a folder of frames (sorted by name), a video file, a camera or a rosbag2 image topic
+(--rosbag DIR --image-topic T; the reader `s3rt replay` uses). The first-frame mask is an
+index/palette PNG (pixel value = object id); --masks DIR may hold more masks named like their
+frames, which add objects (or re-annotate them) on those frames. Output: <frame>.png index masks with the input
 palette, optionally <frame>.npy float32 (N+1, H, W) probabilities (background first, objects in
 sorted id order, at the frame's own resolution), plus report.json / report.md.
 
@@ -10,6 +11,8 @@ examples:
   s3rt run --config s3-base --weights s3.pth --frames clip/ --mask clip_mask.png --out out/
   s3rt run --model exported/ --backend onnxruntime --frames clip/ --mask m.png --out out/ --save-probs
   s3rt run --config tiny --video clip.mp4 --mask first.png --max-frames 100 --overlay overlay.mp4 --out out/
+  s3rt run --model exported/ --backend onnxruntime --rosbag run1/ --image-topic /camera/image_raw \
+      --mask m.png --out out/
 
 A DAVIS-layout dataset (--dataset ROOT: JPEGImages[/480p]/<seq>/, Annotations[/480p]/<seq>/00000.png,
 ImageSets/2017/<split>.txt) runs every sequence from its first-frame annotation only, writing
@@ -42,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--video", metavar="FILE", help="a video file (needs the 'video' extra: PyAV)")
     src.add_argument("--camera", metavar="INDEX", type=int, help="a camera index (OpenCV); stop with Ctrl-C "
                      "or --max-frames")
+    src.add_argument("--rosbag", metavar="DIR", help="a rosbag2 folder (sqlite3 or MCAP; needs the 'ros' extra): "
+                     "segment the frames of --image-topic in record order, masks named 000000.png, ...")
+    src.add_argument("--image-topic", metavar="T", help="with --rosbag: the sensor_msgs/Image or "
+                     "CompressedImage topic")
     src.add_argument("--dataset", metavar="ROOT", help="a DAVIS-layout dataset: run every sequence from its "
                      "first-frame annotation (no --mask)")
     src.add_argument("--split", metavar="NAME", help="with --dataset: sequences listed in "
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.dataset is not None:
         clip_only = [f for f, v in (("--frames", args.frames), ("--video", args.video), ("--camera", args.camera),
+                                    ("--rosbag", args.rosbag), ("--image-topic", args.image_topic),
                                     ("--mask", args.mask), ("--masks", args.masks), ("--overlay", args.overlay))
                      if v is not None]
         if clip_only:
@@ -122,7 +130,8 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
     from s3rt.runtime.pipeline import mask_folder_lookup, run_clip
     from s3rt.runtime.sources import open_source
 
-    source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames)
+    source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames,
+                         rosbag=args.rosbag, image_topic=args.image_topic)
     first_mask, palette = read_mask(args.mask)
     with backend:
         tracker = _tracker_factory(args, backend)()

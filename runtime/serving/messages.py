@@ -24,6 +24,7 @@ class DropReason(str, Enum):
     DEADLINE = "deadline"           # older than the stream's deadline when it was dequeued
     NO_OBJECTS = "no_objects"       # nothing tracked yet (or every object removed): nothing to segment
     CLOSED = "closed"               # the stream was closed before the frame was processed
+    BACKLOG = "backlog"             # the client had not read its last results yet (slow or stalled reader)
 
 
 @dataclass(frozen=True)

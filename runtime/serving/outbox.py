@@ -21,6 +21,10 @@ class Outbox(Generic[T]):
     def put(self, item: T) -> None:
         self._queue.put(item)
 
+    def __len__(self) -> int:
+        """Items waiting (approximate while other threads put or get; the end marker counts as one)."""
+        return self._queue.qsize()
+
     def end(self) -> None:
         """No more items after those already put; readers drain them, then get None."""
         self._queue.put(_END)

@@ -8,6 +8,12 @@ Two ways to drive it (chosen at construction):
 
 Dropped frames never reach the tracker, so they are never written to memory. A frame that
 comes with an add/update mask is part of that control: it is never superseded or dropped.
+
+Outputs wait in the stream until the client reads them, and a client may stall: the unread ones
+are bounded. With `max_unread_results` results unread, a latest-frame-wins stream drops the next
+frames (reason "backlog", nothing computed) and an every-frame stream's worker waits for the reader
+(the inbox fills, then `submit` blocks); a latest-frame-wins stream whose unread outputs (drop
+notices included) reach `max_unread_outputs` is closed, since its client is gone or hung.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class StreamOptions:
     latest_frame_wins: True = depth-1 slot, a newer frame replaces a waiting one; False = every
       frame is processed in order and submit() blocks while `max_waiting` frames wait.
     max_objects: this stream's object limit (None: the tracker's capacity).
+    max_unread_results / max_unread_outputs: what a stalled reader may leave unread (module
+      docstring); None = unbounded.
     """
 
     deadline_ms: float | None = 200.0
@@ -53,8 +61,14 @@ class StreamOptions:
     latest_frame_wins: bool = True
     max_waiting: int = 8
     max_objects: int | None = None
+    max_unread_results: int | None = 32
+    max_unread_outputs: int | None = 1024
 
     def __post_init__(self) -> None:
+        for name in ("max_unread_results", "max_unread_outputs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 (or None for unbounded), got {value}")
         if self.deadline_from not in ("receive", "capture"):
             raise ConfigError(f"deadline_from must be 'receive' or 'capture', got {self.deadline_from!r}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:
@@ -104,6 +118,8 @@ class StreamSession:
         self._infer_lock = inference_lock or contextlib.nullcontext()
         self._inbox = Inbox(latest_frame_wins=self.options.latest_frame_wins, max_waiting=self.options.max_waiting)
         self._outputs: Outbox[Output] = Outbox()
+        self._unread_results = 0                       # Results queued and not read yet (guarded by _read)
+        self._read = threading.Condition()
         self.last_active = clock()
         self._worker: threading.Thread | None = None
         if threaded:
@@ -220,7 +236,12 @@ class StreamSession:
     # -- outputs -----------------------------------------------------------------------------------
     def next_output(self, timeout: float | None = None) -> Output | None:
         """The next output (threaded mode); None on timeout or after the stream closed and drained."""
-        return self._outputs.get(timeout)
+        out = self._outputs.get(timeout)
+        if isinstance(out, Result):
+            with self._read:
+                self._unread_results -= 1
+                self._read.notify_all()
+        return out
 
     def __iter__(self) -> Iterator[Output]:
         """Outputs until the stream is closed and drained."""
@@ -259,6 +280,8 @@ class StreamSession:
                 item.future.set_exception(err)
                 self._emit(ControlReply(op=item.op, request_id=item.request_id, ok=False,
                                         error=type(err).__name__, message=str(err)))
+        with self._read:
+            self._read.notify_all()                 # a worker waiting for the reader gives up
         with self._lock:
             self._tracker = None                    # frees the state buffers (the backend stays open)
         self._outputs.end()
@@ -303,6 +326,16 @@ class StreamSession:
                          received=now)
 
     def _handle_frame(self, item: FrameItem) -> Output:
+        limit = self.options.max_unread_results
+        if self.threaded and limit is not None:
+            with self._read:
+                if self.options.latest_frame_wins:
+                    if self._unread_results >= limit:
+                        return self._drop(item, DropReason.BACKLOG,
+                                          f"{self._unread_results} results not read by the client yet")
+                else:                                   # every frame in order: wait for the reader
+                    while self._unread_results >= limit and self.closed_reason is None:
+                        self._read.wait(0.5)
         now = self._clock()
         deadline = self.options.deadline_ms
         if deadline is not None:
@@ -428,7 +461,14 @@ class StreamSession:
             except Exception:  # noqa: BLE001 - an observer (metrics, logs) must not break the stream
                 log.exception("stream %s: output observer failed", self.stream_id)
         if queue_it and self.threaded:
+            if isinstance(out, Result):
+                with self._read:
+                    self._unread_results += 1
             self._outputs.put(out)
+            limit = self.options.max_unread_outputs
+            if (limit is not None and self.options.latest_frame_wins and self.closed_reason is None
+                    and len(self._outputs) >= limit):
+                self.close(f"the client stopped reading: {len(self._outputs)} outputs unread")
 
     def _check_open(self) -> None:
         if self.closed_reason is not None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from s3rt.export.model import build_model
-from s3rt.export.model.common import sinusoid_2d
+from s3rt.export.model.common import aggregate_log_odds, aggregate_logits, sinusoid_2d
 from s3rt.export.model.memory import similarity, topk_readout
 from s3rt.export.model.object_transformer import foreground_from_logits, masked_query_gather
 
@@ -69,6 +69,30 @@ def test_foreground_is_the_aggregated_argmax_with_ties():
     fg = foreground_from_logits(logits).view(2, 2)
     assert fg[0].tolist() == [True, False]
     assert fg[1].tolist() == [False, False]
+
+
+def _spec_aggregation_fp64(logits: torch.Tensor) -> torch.Tensor:
+    """Spec 10.3 literally, in float64: sigmoid, background product, clamp, log-odds."""
+    p = torch.sigmoid(logits.double())
+    p = torch.cat([torch.prod(1 - p, dim=1, keepdim=True), p], dim=1).clamp(1e-7, 1 - 1e-7)
+    return torch.log(p / (1 - p))
+
+
+def test_aggregate_logits_is_the_spec_formula_without_fp32_saturation_loss():
+    """Logits from -100 to 100 (saturated and near-tied objects included): the fp32 logit-space
+    form equals the float64 spec formula to 1e-5 in log-odds; the fp32 probability-space form
+    loses up to ~0.4 where sigmoid is within a few ulps of 1 (why backends disagreed there)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(1, 3, 4000, generator=g) * s for s in (0.5, 3.0, 10.0, 30.0)], dim=-1)
+    x = torch.cat([x, torch.tensor([[[-100.0, 100.0, 16.0, 0.0]] * 3]).view(1, 3, 4)], dim=-1)
+    ref = _spec_aggregation_fp64(x)
+    new = aggregate_logits(x)
+    assert new.dtype == torch.float32 and new.shape == (1, 4, x.shape[-1])
+    assert float((new.double() - ref).abs().max()) < 1e-5
+    probs_new, probs_ref = torch.softmax(new.double(), 1), torch.softmax(ref, 1)
+    assert float((probs_new - probs_ref).abs().max()) < 1e-6
+    old = aggregate_log_odds(torch.sigmoid(x))              # the former path, fp32 probabilities
+    assert float((old.double() - ref).abs().max()) > 0.1
 
 
 def test_topk_readout_equals_dense_softmax_affinity():

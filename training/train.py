@@ -25,9 +25,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--config", default=DEFAULTS["config"], help="model config (default tiny)")
     p.add_argument("--out", type=Path, default=Path("train_runs/tiny"), help="run folder: checkpoint, log, loss curve")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="total optimiser steps (sets the lr schedule)")
-    p.add_argument("--frames", type=int, default=DEFAULTS["frames"], help="frames per training clip (first is given)")
-    p.add_argument("--height", type=int, default=DEFAULTS["height"], help="clip height, multiple of 32")
-    p.add_argument("--width", type=int, default=DEFAULTS["width"], help="clip width, multiple of 32")
+    p.add_argument("--frames", type=_int_list, default=[DEFAULTS["frames"]], help="frames per training clip (first is "
+                   "given); a comma list cycles per step, paired with --mem-every (e.g. --frames 16,8 --mem-every 5,1)")
+    p.add_argument("--mem-every", type=_int_list, default=[1], help="memory frame period in the training clip (the "
+                   "tracker's mem_every; 1 = every frame); a comma list cycles per step")
+    p.add_argument("--height", type=_int_list, default=[DEFAULTS["height"]], help="clip height, multiple of 32; "
+                   "a comma list cycles per step")
+    p.add_argument("--width", type=_int_list, default=[DEFAULTS["width"]], help="clip width, multiple of 32; "
+                   "a comma list cycles per step")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak Adam learning rate")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="model init seed")
     p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"], help="clip i uses seed data_seed + i")
@@ -38,23 +43,37 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--stop-after-step", type=int, default=None, help="stop (with a checkpoint) once this step "
                    "is reached; the lr schedule still follows --steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--init", type=Path, default=None, help="start from this run's checkpoint.pt model weights "
-                   "(fresh optimiser and schedule: a second training phase)")
+    p.add_argument("--init", type=Path, default=None, help="start from this run's checkpoint.pt model weights, or "
+                   "from a state dict such as the shipped fp16 weights (fresh optimiser and schedule: a second "
+                   "training phase)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--export", type=Path, default=None, help="when the run stops, write the fp16 state dict here")
     return p
 
 
-def training_clip(index: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+def step_schedule(step: int, args: argparse.Namespace) -> tuple[int, int, int, int]:
+    """(frames, mem_every, height, width) of the clip at `step`: each option's list cycled."""
+    f, m, h, w = (v[step % len(v)] for v in (args.frames, args.mem_every, args.height, args.width))
+    return f, m, h, w
+
+
+def training_clip(index: int, args: argparse.Namespace, frames: int | None = None,
+                  size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> frames (T,H,W,3) uint8, first masks (N,H,W) float32, targets (T-1,H,W) int64 in 0..N."""
     from s3rt.training.synthetic_vos import generate_clip, random_spec
 
     seed = args.data_seed + index
-    spec = random_spec(np.random.default_rng(seed), num_frames=args.frames, height=args.height, width=args.width)
+    num_frames = frames if frames is not None else args.frames[0]
+    height, width = size if size is not None else (args.height[0], args.width[0])
+    spec = random_spec(np.random.default_rng(seed), num_frames=num_frames, height=height, width=width)
     frames, masks = generate_clip(spec, seed)
     ids = [i for i in np.unique(masks[0]) if i and (masks[0] == i).sum() >= 16]
     if not ids:                                     # all targets hidden on frame 0: take the next clip
-        return training_clip(index + 10_000_000, args)
+        return training_clip(index + 10_000_000, args, frames, size)
     remap = np.zeros(256, np.int64)
     remap[ids] = np.arange(1, len(ids) + 1)
     first = np.stack([(masks[0] == i) for i in ids]).astype(np.float32)
@@ -109,7 +128,8 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, log, wall = 0, [], 0.0
     if args.init is not None:
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        init = torch.load(args.init, map_location="cpu", weights_only=False)
+        model.load_state_dict(init["model"] if "model" in init else init)   # a run's checkpoint or a state dict
     if args.resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optim"])
@@ -125,12 +145,13 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     start = time.perf_counter() - wall
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True)
     while step < args.steps and (args.stop_after_step is None or step < args.stop_after_step):
-        frames, first, targets = training_clip(step, args)
+        num_frames, mem_every, height, width = step_schedule(step, args)
+        frames, first, targets = training_clip(step, args, num_frames, (height, width))
         images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255          # (T, 3, H, W)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
         extras: dict = {}
-        outs = clip_log_odds(model, images, torch.from_numpy(first), extras=extras)
+        outs = clip_log_odds(model, images, torch.from_numpy(first), mem_every=mem_every, extras=extras)
         loss, parts = clip_loss(outs, torch.from_numpy(targets))
         parts["shrink_max"] = float(extras["shrinkage"].detach().max())
         if args.shrink_weight > 0:

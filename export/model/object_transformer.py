@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3rt.configs import ModelConfig
-from s3rt.export.model.common import CAResBlock, GConv2d, InvFreqBuffer, aggregate_log_odds, sinusoid_2d
+from s3rt.export.model.common import CAResBlock, GConv2d, InvFreqBuffer, aggregate_logits, sinusoid_2d
 
 
 class MultiheadAttention(nn.Module):
@@ -51,7 +51,7 @@ def foreground_from_logits(aux_logits: Tensor) -> Tensor:
 
     aux_logits (B, N, h, w) -> foreground (B*N, P) bool.
     """
-    log_odds = aggregate_log_odds(torch.sigmoid(aux_logits), dim=1)       # (B, N+1, h, w)
+    log_odds = aggregate_logits(aux_logits, dim=1)                        # (B, N+1, h, w)
     best = log_odds.max(dim=1, keepdim=True).values
     fg = log_odds[:, 1:] >= best                                          # (B, N, h, w)
     return fg.flatten(0, 1).flatten(1)                                    # (B*N, P)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from s3rt.configs import ModelConfig
 from s3rt.export.model.common import (GConv2d, GroupFusionBlock, GroupResBlock, InvFreqBuffer, SensoryUpdater,
-                                      aggregate_log_odds, area_downsample, fold, fp32_island, gated_sensory_update,
+                                      aggregate_logits, area_downsample, fold, fp32_island, gated_sensory_update,
                                       sinusoid_2d, unfold, upsample_groups)
 from s3rt.export.model.memory import similarity, topk_readout
 from s3rt.export.model.object_transformer import ObjectTransformer
@@ -181,7 +181,7 @@ class AuxComputer(nn.Module):
 def probabilities_from_logits(logits: Tensor) -> Tensor:
     """Soft aggregation (10.3): logits (B,N,H/4,W/4) -> probabilities (B,N+1,H,W), background first."""
     with fp32_island(logits):
-        log_odds = aggregate_log_odds(torch.sigmoid(logits.float()), dim=1)
+        log_odds = aggregate_logits(logits, dim=1)
         log_odds = F.interpolate(log_odds, scale_factor=4.0, mode="bilinear", align_corners=False)
         return torch.softmax(log_odds, dim=1)
 

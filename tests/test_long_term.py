@@ -116,3 +116,42 @@ def test_torch_tracker_matches_literal_reference(scenario):
     tracker = Tracker(TorchBackend("tiny", model=model), SETTINGS, max_short_side=None)
     got, trace = run_tracker(tracker, frames, masks)
     compare(got, trace, ref, want)
+
+
+@pytest.fixture(scope="module")
+def lt_export(scenario, tmp_path_factory):
+    from s3rt.export.onnx_export import export_model
+    model = scenario[0]
+    out = tmp_path_factory.mktemp("lt_export")
+    _, rows = export_model("tiny", out_dir=out, height=128, width=128, model=model, max_objects=SETTINGS.max_objects,
+                           max_buckets=SETTINGS.max_buckets, top_k=SETTINGS.top_k, mem_every=SETTINGS.mem_every,
+                           long_term=LT)
+    return out, rows
+
+
+def test_long_term_graphs_exported_checked_and_linted(lt_export):
+    import json
+    from s3rt.export.trt_lint import lint_onnx
+    from s3rt.runtime.contract import GRAPH_ORDER, graph_names
+    out, rows = lt_export
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["graphs"]) == [*GRAPH_ORDER, "lt_consolidate", "lt_prune"]
+    assert manifest["settings"]["long_term"] == LT.to_dict()
+    assert graph_names(InferenceConfig()) == GRAPH_ORDER            # FIFO exports keep the six graphs
+    by = {(r.graph, r.output): r.max_abs for r in rows}
+    for key in [("memory_readout", "pixel_readout"), ("memory_readout", "usage"), ("lt_consolidate", "proto_key"),
+                ("lt_consolidate", "proto_shrinkage"), ("lt_consolidate", "proto_value"), ("lt_prune", "pruned_value")]:
+        assert by[key] < 1e-5, (key, by[key])                        # ONNX Runtime vs torch on the same inputs
+    for g in ("memory_readout", "lt_consolidate", "lt_prune"):
+        report = lint_onnx(out / f"{g}.onnx")
+        assert report, report.format()
+
+
+def test_onnxruntime_tracker_matches_literal_reference(scenario, lt_export):
+    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    _, frames, masks, ref, want = scenario
+    with OnnxRuntimeBackend(lt_export[0]) as backend:
+        tracker = Tracker(backend, None, max_short_side=None)
+        assert tracker.settings.long_term == LT
+        got, trace = run_tracker(tracker, frames, masks)
+    compare(got, trace, ref, want)

@@ -193,7 +193,8 @@ class Tracker:
     def memory_sizes(self) -> list[dict]:
         """Tokens per bucket now: permanent, working, long-term (LONG_TERM_MEMORY §10 trace)."""
         P = self.graph_geo.tokens if self._allocated else 0
-        return [{"bucket": bi, "permanent": P if b.has_frame else 0, "working": len(b.fifo) * P,
+        return [{"bucket": bi, "objects": [i for i, r in zip(self._ids, self._row_bucket) if r == bi],
+                 "permanent": P if b.has_frame else 0, "working": len(b.fifo) * P,
                  "long_term": self._lt.lt_len(bi) if self._lt is not None else 0}
                 for bi, b in enumerate(self._buckets)]
 

@@ -64,7 +64,7 @@ def run_tracker(tracker: Tracker, frames, masks):
         probs.append(res.probabilities)
         events = [{"bucket": e.bucket, "kind": e.kind, "tokens_before": e.tokens_before,
                    "tokens_after": e.tokens_after} for e in tracker.long_term_events]
-        trace.append({"frame": t, "buckets": [{k: v for k, v in b.items() if k != "bucket"}
+        trace.append({"frame": t, "buckets": [{k: b[k] for k in ("permanent", "working", "long_term")}
                                               for b in tracker.memory_sizes()], "events": events})
     return probs, trace
 

@@ -50,3 +50,17 @@ def test_memory_report_reproduces_spec_trace(tmp_path, capsys):
     r11 = [r for r in rows if r["frame"] == "11"]
     assert [(r["working"], r["long_term"], r["events"]) for r in r11] == [("64", "48", "prune+consolidate"),
                                                                           ("128", "48", "")]
+
+
+def test_bench_long_term_side_by_side(tmp_path, capsys):
+    out = tmp_path / "lt.json"
+    assert main(["bench", "--long-term", "--lt-preset", "small", "--config", "tiny", "--height", "128", "--width", "128",
+                 "--frames", "26", "--mem-every", "1", "--backends", "torch", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| torch | fifo |" in table and "| torch | long_term |" in table and "slope" in table
+    r = json.loads(out.read_text())["backends"]["torch"]
+    assert r["fifo"]["state_constant"] and r["long_term"]["state_constant"]
+    assert r["long_term"]["state_bytes_warm"] > r["fifo"]["state_bytes_warm"]       # LT buffers + counters
+    assert r["long_term"]["events"]["consolidate"] == 12 and r["long_term"]["events"]["prune"] >= 3
+    assert r["fifo"]["memory_sizes_end"][0]["long_term"] == 0
+    assert isinstance(r["long_term"]["slope_ms_per_1000_frames"], float)

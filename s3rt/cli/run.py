@@ -118,6 +118,15 @@ def _tracker_factory(args: argparse.Namespace, backend: object):
     from s3rt.runtime.tracker import Tracker
 
     settings = loop_settings(args) if args.backend == "torch" else None   # graphs carry their own
+    if settings is None:
+        from s3rt.cli.common import long_term_settings
+        from s3rt.runtime.manifest import load_manifest
+        wanted = long_term_settings(args)
+        exported = load_manifest(args.model).settings.long_term if wanted is not None else None
+        if wanted is not None and wanted != exported:
+            raise ConfigError(f"--long-term/--lt-* ask for {wanted}, but the graphs in {args.model} were exported "
+                              f"with long_term={exported}; re-export with 's3rt export --long-term ...' (graph "
+                              "backends run the export's memory settings)")
     return lambda: Tracker(backend, settings, max_short_side=args.size or None)
 
 

@@ -1,4 +1,5 @@
-"""Export S3 to six ONNX subgraphs plus manifest.json (DESIGN "Data flow").
+"""Export S3 to six ONNX subgraphs plus manifest.json (DESIGN "Data flow"); with long-term
+memory also lt_consolidate and lt_prune (runtime.contract.graph_names).
 
 Each graph is a thin wrapper that calls the eager model's subgraph method (never a
 re-implementation). Resolution and memory capacity are fixed per export; the object count N

@@ -1,4 +1,6 @@
-"""The subgraph I/O contract: names, dtypes and symbolic shapes of the six graphs.
+"""The subgraph I/O contract: names, dtypes and symbolic shapes of the six graphs (eight with
+long-term memory: the readout then also reads [long-term | slots] and returns usage, plus
+lt_consolidate and lt_prune; LONG_TERM_MEMORY.md §9.3).
 
 Declared once, torch-free. The exporter derives ONNX names and dynamic axes from it, writes
 it into manifest.json, and every backend checks what it loaded against it.

@@ -173,7 +173,7 @@ class LongTermMemory:
         self._candidates_host = np.zeros(Nc, np.int64)
         self._survivors_host = np.tile(np.arange(max(lt.keep_after_prune, 1), dtype=np.int64), (st.max_buckets, 1))
         self.events: list[LongTermEvent] = []      # events of the current step (cleared per step)
-        self.history: list[LongTermEvent] = []     # all events since reset
+        self.counts = {"consolidate": 0, "prune": 0}   # since reset (bounded: no event history kept)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -182,7 +182,7 @@ class LongTermMemory:
         for b in range(self.counters.lt_len.shape[0]):
             self.counters.clear_bucket(b)
         self.events.clear()
-        self.history.clear()
+        self.counts = {"consolidate": 0, "prune": 0}
 
     def lt_len(self, b: int) -> int:
         return int(self.counters.lt_len[b])
@@ -267,7 +267,7 @@ class LongTermMemory:
 
     def _record(self, ev: LongTermEvent) -> None:
         self.events.append(ev)
-        self.history.append(ev)
+        self.counts[ev.kind] += 1
 
     # -- objects and buckets ----------------------------------------------------------------------
     def clear_bucket(self, bi: int) -> None:

@@ -130,7 +130,7 @@ class Reference:
         if k >= u.numel():
             return
         v = torch.sort(u, descending=True).values
-        if v[k] > 0 and (v[k - 1] - v[k]) <= 1e-5 * v[k - 1]:
+        if v[k] > 0 and (v[k - 1] - v[k]) <= 1e-6 * v[k - 1]:      # within float rounding of the sums
             self.near_ties.append((self.t, what))
 
     def _consolidate(self, bid: int, b: Bucket, hw: int, events: list) -> None:
@@ -162,7 +162,8 @@ class Reference:
             lt["V"] = {o: torch.cat([lt["V"][o], vp[o]], 1) for o in b.objects}
             lt["use"] = torch.cat([lt["use"], new_use])
             lt["life"] = torch.cat([lt["life"], new_life])
-        events.append({"bucket": bid, "kind": "consolidate", "tokens_before": before, "tokens_after": b.lt_len})
+        events.append({"bucket": self._position(bid), "kind": "consolidate", "tokens_before": before,
+                       "tokens_after": b.lt_len})
 
     def _prune(self, bid: int, b: Bucket, events: list) -> None:
         keep = self.cfg.keep_after_prune
@@ -173,7 +174,11 @@ class Reference:
         before = b.lt_len
         b.lt = {"K": lt["K"][:, surv], "S": lt["S"][:, surv], "V": {o: v[:, surv] for o, v in lt["V"].items()},
                 "use": lt["use"][surv], "life": lt["life"][surv]}
-        events.append({"bucket": bid, "kind": "prune", "tokens_before": before, "tokens_after": keep})
+        events.append({"bucket": self._position(bid), "kind": "prune", "tokens_before": before, "tokens_after": keep})
+
+    def _position(self, bid: int) -> int:
+        """Events name a bucket by its position among the live ones (creation order), as the tracker."""
+        return list(self.buckets).index(bid)
 
     # -- §7.2 removal --------------------------------------------------------------------------
     def remove(self, ids: list[int]) -> None:

@@ -73,3 +73,14 @@ def test_cli_errors():
         _parse("--long-term", "--lt-max-mem-frames", "5")
     with pytest.raises(ConfigError, match="unknown long-term preset"):
         long_term_from("lvos")
+
+
+def test_tie_rule_is_stable_lower_index_first():
+    """Spec 9.5: s3rt's documented rule for prototype choice and pruning survivors."""
+    import numpy as np
+
+    from s3rt.runtime.long_term import boundary_gap, top_by_usage
+    u = np.array([0.0, 0.5, 0.0, 0.5, 0.2, 0.0], np.float32)
+    assert top_by_usage(u, 4).tolist() == [1, 3, 4, 0]        # equal values: lower index first
+    assert top_by_usage(np.zeros(10, np.float32), 3).tolist() == [0, 1, 2]
+    assert boundary_gap(u, 2) == np.float32(0.3) and boundary_gap(u, 5) == 0.0 and boundary_gap(u, 6) == float("inf")

@@ -1,4 +1,5 @@
-"""Export S3 to six ONNX subgraphs plus manifest.json (DESIGN "Data flow").
+"""Export S3 to six ONNX subgraphs plus manifest.json (DESIGN "Data flow"); with long-term
+memory also lt_consolidate and lt_prune (runtime.contract.graph_names).
 
 Each graph is a thin wrapper that calls the eager model's subgraph method (never a
 re-implementation). Resolution and memory capacity are fixed per export; the object count N
@@ -24,7 +25,8 @@ from s3rt.errors import ConfigError, InternalError
 from s3rt.export.model import S3Model, build_model
 from s3rt.export.model.s3 import run_graph
 from s3rt.runtime.manifest import file_sha256
-from s3rt.runtime.contract import GRAPH_ORDER, Geometry, GraphSpec, graph_specs
+from s3rt.long_term import LongTermConfig
+from s3rt.runtime.contract import Geometry, GraphSpec, graph_names, graph_specs
 from s3rt.runtime.manifest import Manifest
 from s3rt.runtime.preprocess import FrameGeometry
 
@@ -54,6 +56,20 @@ class SubgraphModule(nn.Module):
         return run_graph(self.model, self.graph, list(inputs), top_k=self.top_k)
 
 
+def _distinct(n: int, k: int, g: torch.Generator) -> Tensor:
+    return torch.randperm(n, generator=g)[:k]
+
+
+# index inputs of the long-term graphs: distinct and in range, like the tracker's; dims carries
+# the static sizes they index into: Nc candidates, L long-term tokens
+LONG_TERM_INDEX_INPUTS: dict[str, Callable[..., Tensor]] = {
+    "candidate_index": lambda shape, dims, geo, g: _distinct(geo.slots * geo.tokens, shape[0], g),
+    "prototype_index": lambda shape, dims, geo, g: _distinct(dims["Nc"], shape[0], g),
+    "survivor_index": lambda shape, dims, geo, g: torch.stack([_distinct(dims["L"], shape[1], g)
+                                                               for _ in range(shape[0])]),
+}
+
+
 def example_inputs(spec: GraphSpec, cfg: ModelConfig, geo: Geometry, dims: dict[str, int],
                    features: dict[str, Tensor], seed: int = 0) -> dict[str, Tensor]:
     """Plausible inputs for tracing and parity: real features where given, valid state otherwise."""
@@ -69,7 +85,11 @@ def example_inputs(spec: GraphSpec, cfg: ModelConfig, geo: Geometry, dims: dict[
             out[t.name] = v
         elif t.name == "object_bucket":
             out[t.name] = torch.arange(shape[0]) % dims["NB"]
-        elif t.name == "mem_shrinkage":
+        elif t.name in LONG_TERM_INDEX_INPUTS:
+            out[t.name] = LONG_TERM_INDEX_INPUTS[t.name](shape, dims, geo, g)
+        elif t.name == "lt_valid":
+            out[t.name] = torch.arange(shape[1]) < torch.randint(1, shape[1] + 1, (shape[0], 1), generator=g)
+        elif t.name in ("mem_shrinkage", "lt_shrinkage"):
             out[t.name] = 1 + torch.rand(shape, generator=g) * 3
         elif t.name in ("prev_prob", "masks"):
             p = torch.rand(shape, generator=g)
@@ -78,7 +98,7 @@ def example_inputs(spec: GraphSpec, cfg: ModelConfig, geo: Geometry, dims: dict[
             m = torch.randn(shape, generator=g)
             m[..., -1] = torch.rand(shape[:-1], generator=g) * 50       # areas are non-negative
             out[t.name] = m
-        elif t.name == "selection":
+        elif t.name in ("selection", "mem_selection"):
             out[t.name] = torch.rand(shape, generator=g)
         else:
             out[t.name] = torch.randn(shape, generator=g)
@@ -139,24 +159,28 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
                  weights: str | Path | None = None, seed: int = 0, max_objects: int = 8,
                  memory_frames: int = 5, max_buckets: int = 4, top_k: int = 30, mem_every: int = 5,
                  opset: int = 17, model: S3Model | None = None, check_parity: bool = True,
-                 fused_attention_node: bool = False,
+                 fused_attention_node: bool = False, long_term: LongTermConfig | None = None,
                  progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[ParityRow]]:
     """Write the six graphs and manifest.json to `out_dir`; returns the manifest and parity rows.
 
     fused_attention_node: emit DQ_CA's gather in query_attention as one custom node
     (s3rt::MaskedQueryGather) for the TensorRT plugin; ONNX Runtime cannot run that graph, so its
     parity check is replaced by a structure check. Default: standard ONNX ops only.
+    long_term: long-term memory settings; the readout graph then reads [long-term | slots] and
+    returns usage, and lt_consolidate / lt_prune are exported too (LONG_TERM_MEMORY.md §9.3).
     """
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise ConfigError(f"opset {opset} not supported: choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(17+ for LayerNormalization; TensorRT's parser is checked up to 20)")
     cfg = get_config(config) if isinstance(config, str) else config
     settings = InferenceConfig(mem_every=mem_every, max_mem_frames=memory_frames, top_k=top_k,
-                               max_objects=max_objects, max_buckets=max_buckets)
+                               max_objects=max_objects, max_buckets=max_buckets, long_term=long_term)
     frame_geo = FrameGeometry.for_frame((height, width), None)
     geo = Geometry(height=frame_geo.padded_hw[0], width=frame_geo.padded_hw[1], slots=settings.memory_slots)
     if geo.tokens * geo.slots < top_k:
         raise ConfigError(f"memory capacity {geo.slots} slots x {geo.tokens} tokens < top_k {top_k}")
+    if long_term is not None:
+        long_term.check_tokens(geo.tokens, top_k)
     say = progress or (lambda msg: log.info(msg))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +192,9 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
     dims = dict(TRACE_DIMS)
     dims["N"] = min(dims["N"], max_objects)
     dims["NB"] = min(dims["NB"], max_buckets)
+    if long_term is not None:        # static sizes the long-term index inputs point into
+        dims.update(L=long_term.max_num_tokens, Nc=long_term.candidates(geo.tokens))
+    names = graph_names(settings)
     features = frame_features(model, geo, seed)
     pos_embed = None
     if cfg.encoder == "vit_adapter":
@@ -179,9 +206,9 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
         register_onnx_symbolic(opset)
         model.use_fused_query_gather(True)
     files, parity = {}, []
-    for i, name in enumerate(GRAPH_ORDER, 1):
+    for i, name in enumerate(names, 1):
         spec = specs[name]
-        say(f"[{i}/{len(GRAPH_ORDER)}] exporting {name}")
+        say(f"[{i}/{len(names)}] exporting {name}")
         module = SubgraphModule(model, name, top_k=top_k, pos_embed=pos_embed if name == "encoder" else None).eval()
         inputs = example_inputs(spec, cfg, geo, dims, features, seed=i)
         path = out / f"{name}.onnx"

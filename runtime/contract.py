@@ -1,4 +1,6 @@
-"""The subgraph I/O contract: names, dtypes and symbolic shapes of the six graphs.
+"""The subgraph I/O contract: names, dtypes and symbolic shapes of the six graphs (eight with
+long-term memory: the readout then also reads [long-term | slots] and returns usage, plus
+lt_consolidate and lt_prune; LONG_TERM_MEMORY.md §9.3).
 
 Declared once, torch-free. The exporter derives ONNX names and dynamic axes from it, writes
 it into manifest.json, and every backend checks what it loaded against it.
@@ -17,7 +19,16 @@ from s3rt.configs import InferenceConfig, ModelConfig
 GRAPH_ORDER = ("encoder", "spatial_semantic", "memory_readout", "query_attention",
                "mask_decoder", "mask_encoder")
 
+LONG_TERM_GRAPHS = ("lt_consolidate", "lt_prune")   # only in exports made with long-term memory on
+
 DYNAMIC_AXES = ("N", "NB")   # objects, active buckets
+
+
+def graph_names(inf: InferenceConfig | None) -> tuple[str, ...]:
+    """The graphs an export with these settings has: the six, plus the long-term ones if on."""
+    if inf is None or inf.long_term is None:
+        return GRAPH_ORDER
+    return GRAPH_ORDER + tuple(g for g in LONG_TERM_GRAPHS if g != "lt_prune" or inf.long_term.keep_after_prune > 0)
 
 
 def _resolve(dim: int | str, dims: dict[str, int]) -> int:
@@ -112,14 +123,17 @@ def graph_specs(cfg: ModelConfig, geo: Geometry, inf: InferenceConfig | None = N
         encoder = GraphSpec("encoder", (image,), (f16, f8, f4))
         spatial = GraphSpec("spatial_semantic", (f16,), (pix_feat, key, shrinkage, selection))
 
-    readout = GraphSpec(
-        "memory_readout",
-        (key, selection,
-         t("mem_key", 1, Ck, S * P), t("mem_shrinkage", 1, 1, S * P), t("mem_value", "N", Cv, S * P),
-         t("bucket_valid", "NB", S, dtype="bool"), t("object_bucket", "N", dtype="int64"),
-         pix_feat, sensory, t("prev_prob", 1, "N", H, W)),
-        (t("pixel_readout", 1, "N", C, h, w),),
-    )
+    readout_in = (key, selection,
+                  t("mem_key", 1, Ck, S * P), t("mem_shrinkage", 1, 1, S * P), t("mem_value", "N", Cv, S * P),
+                  t("bucket_valid", "NB", S, dtype="bool"), t("object_bucket", "N", dtype="int64"),
+                  pix_feat, sensory, t("prev_prob", 1, "N", H, W))
+    readout_out = (t("pixel_readout", 1, "N", C, h, w),)
+    if inf.long_term is not None:     # readout over [long-term | slots], usage out (LONG_TERM_MEMORY §9.3)
+        L = inf.long_term.max_num_tokens
+        readout_in += (t("lt_key", "NB", Ck, L), t("lt_shrinkage", "NB", 1, L), t("lt_value", "N", Cv, L),
+                       t("lt_valid", "NB", L, dtype="bool"))
+        readout_out += (t("usage", "NB", L + S * P),)
+    readout = GraphSpec("memory_readout", readout_in, readout_out)
     query = GraphSpec("query_attention",
                       (t("pixel_readout", 1, "N", C, h, w), t("object_memory", 1, "N", Q, Ce + 1)),
                       (t("readout", 1, "N", Ce, h, w),))
@@ -127,5 +141,33 @@ def graph_specs(cfg: ModelConfig, geo: Geometry, inf: InferenceConfig | None = N
                         (t("probs", 1, "N+1", H, W), t("logits", 1, "N", H // 4, W // 4), new_sensory))
     mask_enc = GraphSpec("mask_encoder", (image, pix_feat, sensory, t("masks", 1, "N", H, W)),
                          (t("mask_value", 1, "N", Cv, h, w), new_sensory, t("summaries", 1, "N", Q, Ce + 1)))
-    specs = (encoder, spatial, readout, query, decoder, mask_enc)
+    specs: tuple[GraphSpec, ...] = (encoder, spatial, readout, query, decoder, mask_enc)
+    if inf.long_term is not None:
+        specs += _long_term_specs(inf, geo, Ck, Cv)
     return {g.name: g for g in specs}
+
+
+def _long_term_specs(inf: InferenceConfig, geo: Geometry, Ck: int, Cv: int) -> tuple[GraphSpec, ...]:
+    """Consolidation and pruning graphs (LONG_TERM_MEMORY §9.3): static Nc, Pn, K = survivors."""
+    lt = inf.long_term
+    assert lt is not None
+    P, S, L = geo.tokens, geo.slots, lt.max_num_tokens
+    Nc, Pn, K = lt.candidates(P), lt.num_prototypes, lt.keep_after_prune
+
+    def t(name: str, *shape: int | str, dtype: str = "float32") -> TensorSpec:
+        return TensorSpec(name, dtype, tuple(shape))
+
+    consolidate = GraphSpec(
+        "lt_consolidate",
+        (t("mem_key", 1, Ck, S * P), t("mem_shrinkage", 1, 1, S * P), t("mem_selection", 1, Ck, S * P),
+         t("mem_value", "N", Cv, S * P), t("candidate_index", Nc, dtype="int64"),
+         t("prototype_index", Pn, dtype="int64")),
+        (t("proto_key", 1, Ck, Pn), t("proto_shrinkage", 1, 1, Pn), t("proto_value", "N", Cv, Pn)))
+    if K == 0:
+        return (consolidate,)
+    prune = GraphSpec(
+        "lt_prune",
+        (t("lt_key", "NB", Ck, L), t("lt_shrinkage", "NB", 1, L), t("lt_value", "N", Cv, L),
+         t("survivor_index", "NB", K, dtype="int64"), t("object_bucket", "N", dtype="int64")),
+        (t("pruned_key", "NB", Ck, K), t("pruned_shrinkage", "NB", 1, K), t("pruned_value", "N", Cv, K)))
+    return (consolidate, prune)

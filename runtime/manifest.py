@@ -13,7 +13,8 @@ from pathlib import Path
 from s3rt import __version__
 from s3rt.configs import InferenceConfig, ModelConfig, ResNet50Config, ViTAdapterConfig
 from s3rt.errors import ModelFormatError
-from s3rt.runtime.contract import GRAPH_ORDER, Geometry, GraphSpec, TensorSpec
+from s3rt.long_term import LongTermConfig
+from s3rt.runtime.contract import GRAPH_ORDER, LONG_TERM_GRAPHS, Geometry, GraphSpec, TensorSpec, graph_names
 
 FORMAT = "s3rt-onnx"
 FORMAT_VERSION = 1
@@ -58,7 +59,7 @@ class Manifest:
                              "NB": {"min": 1, "max": self.settings.max_buckets},
                              "N+1": {"min": 2, "max": self.settings.max_objects + 1}},
             "opset": self.opset, "checkpoint_sha256": self.checkpoint_sha256,
-            "graphs": {name: {"file": self.files[name], **self.graphs[name].to_dict()} for name in GRAPH_ORDER
+            "graphs": {name: {"file": self.files[name], **self.graphs[name].to_dict()} for name in GRAPH_ORDER + LONG_TERM_GRAPHS
                        if name in self.graphs},
             **self.extra,
         }
@@ -70,8 +71,17 @@ class Manifest:
 
 
 def _settings_dict(s: InferenceConfig) -> dict:
-    return {k: getattr(s, k) for k in ("mem_every", "max_mem_frames", "top_k", "stagger_updates",
-                                        "max_objects", "max_buckets")}
+    out = {k: getattr(s, k) for k in ("mem_every", "max_mem_frames", "top_k", "stagger_updates",
+                                       "max_objects", "max_buckets")}
+    if s.long_term is not None:
+        out["long_term"] = s.long_term.to_dict()
+    return out
+
+
+def settings_from_dict(d: dict) -> InferenceConfig:
+    d = dict(d)
+    lt = d.pop("long_term", None)
+    return InferenceConfig(**d, long_term=None if lt is None else LongTermConfig(**lt))
 
 
 def model_config_from_dict(d: dict) -> ModelConfig:
@@ -118,7 +128,7 @@ def load_manifest(model_dir: str | Path) -> Manifest:
                                fix="re-export with this s3rt version")
     try:
         model = model_config_from_dict(data["config"])
-        settings = InferenceConfig(**data["settings"])
+        settings = settings_from_dict(data["settings"])
         res = data["resolution"]
         geo = Geometry(height=res["padded_height"], width=res["padded_width"], slots=data["memory"]["slots"])
         graphs, files = {}, {}
@@ -128,7 +138,7 @@ def load_manifest(model_dir: str | Path) -> Manifest:
             files[name] = g["file"]
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path} is incomplete or corrupt ({exc!r}); re-export the model") from exc
-    missing = [n for n in GRAPH_ORDER if n not in graphs]
+    missing = [n for n in graph_names(settings) if n not in graphs]
     if missing:
         raise ModelFormatError(f"{path}: graphs {missing} are not listed")
     absent = [str(root / f) for f in files.values() if not (root / f).is_file()]

@@ -21,6 +21,7 @@ from s3rt.configs import InferenceConfig
 from s3rt.errors import CapacityError, InternalError, ObjectIdError, ShapeError, StateError
 from s3rt.runtime.backends.base import Array, Backend
 from s3rt.runtime.contract import Geometry, GraphSpec, TensorSpec, graph_specs
+from s3rt.runtime.long_term import LongTermEvent, LongTermMemory
 from s3rt.runtime.preprocess import (FrameGeometry, aggregate_probabilities, crop_probabilities,
                                      prepare_image, prepare_index_mask)
 
@@ -69,6 +70,9 @@ class Tracker:
                 if getattr(settings, name) > getattr(cap, name):
                     raise CapacityError(f"{name}={getattr(settings, name)} exceeds what the graphs were exported "
                                         f"with ({getattr(cap, name)}); re-export with a larger capacity")
+            if settings.long_term != cap.long_term:
+                raise CapacityError(f"long-term settings {settings.long_term} differ from the export's "
+                                    f"({cap.long_term}); re-export with the same --long-term/--lt-* options")
         self.settings = settings or cap or InferenceConfig()
         self.slots = cap.memory_slots if cap is not None else self.settings.memory_slots
         self.top_k = backend.top_k or self.settings.top_k
@@ -79,6 +83,7 @@ class Tracker:
         stagger = np.round(np.linspace(1, self.settings.mem_every, self.settings.stagger_updates)).astype(int)
         self._stagger = set(int(x) for x in stagger)
         self._allocated = False
+        self._lt: LongTermMemory | None = None     # long-term memory (settings.long_term), made at allocation
         self.reset()
 
     # -- public API ------------------------------------------------------------------------------
@@ -91,6 +96,8 @@ class Tracker:
         self._buckets: list[_Bucket] = []
         self._ring_next = 0
         self._pending: tuple[np.ndarray, list[int] | None] | None = None
+        if self._allocated and self._lt is not None:
+            self._lt.reset()
         if self._allocated:
             for buf in (self.mem_key, self.mem_shrinkage, self.mem_value, self.sensory, self.object_memory,
                         self.probs, self.bucket_valid):
@@ -136,6 +143,8 @@ class Tracker:
             self._row_bucket = [remap[b] for b in self._row_bucket]
             self._valid_host[:len(used)] = self._valid_host[used]
             self._valid_host[len(used):] = False
+            if self._lt is not None:
+                self._lt.compact_buckets(used)
             self.backend.upload(self.bucket_valid, self._valid_host)
         if self._allocated:
             self._upload_object_bucket()
@@ -161,6 +170,8 @@ class Tracker:
         t = self._t
         given = None if mask is None else self._parse_mask(mask, object_ids)
         n_old = len(self._ids)
+        if self._lt is not None:
+            self._lt.events.clear()
         need_segment = t > 0 and n_old > 0 and (given is None or not set(self._ids) <= set(given[1]))
         is_mem = ((t - self._last_mem_t >= self.settings.mem_every) or given is not None) and not end
         update_sensory = ((t - self._last_mem_t) in self._stagger) and not end
@@ -178,6 +189,19 @@ class Tracker:
                              probabilities=crop_probabilities(probs, geo), memory_written=is_mem)
         self._t += 1
         return result
+
+    def memory_sizes(self) -> list[dict]:
+        """Tokens per bucket now: permanent, working, long-term (LONG_TERM_MEMORY §10 trace)."""
+        P = self.graph_geo.tokens if self._allocated else 0
+        return [{"bucket": bi, "objects": [i for i, r in zip(self._ids, self._row_bucket) if r == bi],
+                 "permanent": P if b.has_frame else 0, "working": len(b.fifo) * P,
+                 "long_term": self._lt.lt_len(bi) if self._lt is not None else 0}
+                for bi, b in enumerate(self._buckets)]
+
+    @property
+    def long_term_events(self) -> list[LongTermEvent]:
+        """Consolidations and prunings of the last step (empty without long-term memory)."""
+        return list(self._lt.events) if self._lt is not None else []
 
     # -- internals: allocation -------------------------------------------------------------------
     def _ensure_allocated(self, frame: np.ndarray) -> None:
@@ -219,6 +243,8 @@ class Tracker:
         self.sensory, self.object_memory = b["sensory"], b["object_memory"]
         self._valid_host = np.zeros((self.settings.max_buckets, self.slots), bool)
         self._image_host = np.zeros((1, 3, H, W), np.float32)
+        if self.settings.long_term is not None:
+            self._lt = LongTermMemory(self, self.settings.long_term)
         self._allocated = True
         log.debug("allocated tracker state for %sx%s, %d slots, %d objects", H, W, self.slots, nmax)
 
@@ -226,8 +252,9 @@ class Tracker:
         """Bytes held by the tracker's state and scratch buffers (for reports)."""
         if not self._allocated:
             return 0
-        return int(sum(int(np.prod(x.shape)) * np.dtype(self._tensor_specs[name].dtype).itemsize
-                       for name, x in self._buffers.items()))
+        device = int(sum(int(np.prod(x.shape)) * np.dtype(self._tensor_specs[name].dtype).itemsize
+                         for name, x in self._buffers.items()))
+        return device + (self._lt.state_nbytes() if self._lt is not None else 0)
 
     # -- internals: graph calls ------------------------------------------------------------------
     def _view(self, name: str, n: int, nb: int) -> Array:
@@ -254,6 +281,8 @@ class Tracker:
         nb = len(self._buckets)
         prev = self.probs[:, 1:n + 1]
         self._call("memory_readout", n, nb, overrides={"prev_prob": prev})
+        if self._lt is not None:
+            self._lt.after_readout(nb)
         self._call("query_attention", n, nb)
         self._call("mask_decoder", n, nb)
         if update_sensory:
@@ -272,6 +301,8 @@ class Tracker:
             self.backend.copy_(self.mem_value[:n, :, span], value.reshape(n, value.shape[1], P))
         self.backend.add_(self.object_memory[:, :n], self._buffers["summaries"][:, :n])
         self.backend.copy_(self.sensory[:, :n], self._buffers["new_sensory"][:, :n])
+        if self._lt is not None:
+            self._lt.after_write(slot, self._t)
 
     def _claim_slot(self) -> int | None:
         """Pick the slot for this memory frame and update every bucket's validity (DESIGN).
@@ -281,7 +312,7 @@ class Tracker:
         FIFO entry of the older buckets); any other frame goes to the next ring slot, which by
         then has aged out of every bucket's FIFO.
         """
-        fifo_len = self.settings.max_mem_frames - 1
+        fifo_len = self.settings.work_frames     # FIFO: max_mem_frames - 1; long-term: F_max (never evicts)
         new = [b for b in self._buckets if not b.has_frame]
         if len(new) > 1:
             raise InternalError("two buckets waiting for their first frame")
@@ -366,6 +397,8 @@ class Tracker:
                 bucket.fifo.remove(perm)
                 self._valid_host[bi, perm] = False
         self._buckets.append(_Bucket(perm_slot=perm))
+        if self._lt is not None:
+            self._lt.clear_bucket(len(self._buckets) - 1)
         for i in new_ids:
             row = len(self._ids)
             self._clear_row(row)
@@ -381,9 +414,13 @@ class Tracker:
     def _clear_row(self, row: int) -> None:
         for buf in (self.mem_value[row], self.sensory[:, row], self.object_memory[:, row], self.probs[:, row + 1]):
             self.backend.fill_(buf, 0)
+        if self._lt is not None:
+            self._lt.clear_row(row)
 
     def _move_row(self, src: int, dst: int) -> None:
         self.backend.copy_(self.mem_value[dst], self.mem_value[src])
         self.backend.copy_(self.sensory[:, dst], self.sensory[:, src])
         self.backend.copy_(self.object_memory[:, dst], self.object_memory[:, src])
         self.backend.copy_(self.probs[:, dst + 1], self.probs[:, src + 1])
+        if self._lt is not None:
+            self._lt.move_row(src, dst)

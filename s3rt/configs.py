@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from s3rt.errors import ConfigError
+from s3rt.long_term import LongTermConfig
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class InferenceConfig:
     stagger_updates: int = 5
     max_objects: int = 8
     max_buckets: int = 4             # distinct "first frames" (objects added on different frames)
+    long_term: LongTermConfig | None = None   # None: FIFO working memory only (LONG_TERM_MEMORY.md)
 
     def __post_init__(self) -> None:
         for name in ("mem_every", "max_mem_frames", "top_k", "stagger_updates", "max_objects", "max_buckets"):
@@ -97,9 +99,16 @@ class InferenceConfig:
                 raise ConfigError(f"inference setting {name} must be >= 1, got {getattr(self, name)}")
 
     @property
+    def work_frames(self) -> int:
+        """Ring slots: FIFO frames, or with long-term memory the F_max working frames (spec §9.2)."""
+        if self.long_term is not None:
+            return self.long_term.work_frames_max
+        return self.max_mem_frames - 1
+
+    @property
     def memory_slots(self) -> int:
-        """S: one permanent slot per bucket plus the shared FIFO ring."""
-        return self.max_buckets + self.max_mem_frames - 1
+        """S: one permanent slot per bucket plus the shared ring."""
+        return self.max_buckets + self.work_frames
 
 
 S3_BASE = ModelConfig(

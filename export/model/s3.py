@@ -15,7 +15,8 @@ from s3rt.configs import ModelConfig
 from s3rt.export.model.common import (GConv2d, GroupFusionBlock, GroupResBlock, InvFreqBuffer, SensoryUpdater,
                                       aggregate_logits, area_downsample, fold, fp32_island, gated_sensory_update,
                                       sinusoid_2d, unfold, upsample_groups)
-from s3rt.export.model.memory import similarity, topk_readout
+from s3rt.export.model.memory import (consolidate_prototypes, prune_long_term, similarity, topk_readout,
+                                      topk_readout_long_term)
 from s3rt.export.model.object_transformer import ObjectTransformer
 from s3rt.export.model.resnet import ResNet50Encoder, basic_layer
 
@@ -252,15 +253,28 @@ class S3Model(nn.Module):
 
     def memory_readout(self, key: Tensor, selection: Tensor, mem_key: Tensor, mem_shrinkage: Tensor,
                        mem_value: Tensor, bucket_valid: Tensor, object_bucket: Tensor, pix_feat: Tensor,
-                       sensory: Tensor, prev_prob: Tensor, *, top_k: int) -> Tensor:
-        """-> pixel_readout (1, N, C, h, w): visual readout fused with sensory and last mask."""
+                       sensory: Tensor, prev_prob: Tensor, lt_key: Tensor | None = None,
+                       lt_shrinkage: Tensor | None = None, lt_value: Tensor | None = None,
+                       lt_valid: Tensor | None = None, *, top_k: int) -> Tensor | tuple[Tensor, Tensor]:
+        """-> pixel_readout (1, N, C, h, w): visual readout fused with sensory and last mask.
+
+        With the long-term inputs (lt_key (NB,Ck,L), lt_shrinkage (NB,1,L), lt_value (N,Cv,L),
+        lt_valid (NB,L)) it reads over [long-term | slots] and also returns usage (NB, L + S*P).
+        """
         h, w = pix_feat.shape[-2:]
         n = mem_value.shape[0]
+        usage = None
         with fp32_island(key):
             sim = similarity(mem_key.float(), mem_shrinkage.float(), key.float(), selection.float())  # (1, S*P, P)
-            visual = topk_readout(sim, mem_value.float(), bucket_valid, object_bucket, top_k)         # (N, Cv, P)
+            if lt_key is None:
+                visual = topk_readout(sim, mem_value.float(), bucket_valid, object_bucket, top_k)     # (N, Cv, P)
+            else:
+                lt_sim = similarity(lt_key.float(), lt_shrinkage.float(), key.float(), selection.float())  # (NB, L, P)
+                visual, usage = topk_readout_long_term(sim, lt_sim, mem_value.float(), lt_value.float(),
+                                                       bucket_valid, lt_valid, object_bucket, top_k)
         visual = visual.view(1, n, visual.shape[1], h, w)                               # (1, N, Cv, h, w)
-        return self.pixel_fuser(pix_feat, visual, sensory, prev_prob)
+        fused = self.pixel_fuser(pix_feat, visual, sensory, prev_prob)
+        return fused if usage is None else (fused, usage)
 
     def query_attention(self, pixel_readout: Tensor, object_memory: Tensor) -> Tensor:
         """(1,N,C,h,w), (1,N,Q,C+1) -> readout (1,N,C,h,w)."""
@@ -277,6 +291,18 @@ class S3Model(nn.Module):
         value, new_sensory = self.mask_encoder(self.normalize(image), pix_feat, sensory, masks)
         return value, new_sensory, self.object_summarizer(masks, value)
 
+    def lt_consolidate(self, mem_key: Tensor, mem_shrinkage: Tensor, mem_selection: Tensor, mem_value: Tensor,
+                       candidate_index: Tensor, prototype_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Long-term consolidation (LT spec §6.3) -> proto_key (1,Ck,Pn), proto_shrinkage, proto_value (N,Cv,Pn)."""
+        with fp32_island(mem_key):
+            return consolidate_prototypes(mem_key.float(), mem_shrinkage.float(), mem_selection.float(),
+                                          mem_value.float(), candidate_index, prototype_index)
+
+    def lt_prune(self, lt_key: Tensor, lt_shrinkage: Tensor, lt_value: Tensor, survivor_index: Tensor,
+                 object_bucket: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Long-term pruning gather (LT spec §6.4) -> pruned_key (NB,Ck,K), pruned_shrinkage, pruned_value."""
+        return prune_long_term(lt_key, lt_shrinkage, lt_value, survivor_index, object_bucket)
+
 
 GRAPH_METHODS = {
     "encoder": "encoder",
@@ -285,6 +311,8 @@ GRAPH_METHODS = {
     "query_attention": "query_attention",
     "mask_decoder": "mask_decoder_graph",
     "mask_encoder": "mask_encoder_graph",
+    "lt_consolidate": "lt_consolidate",     # long-term exports only (LONG_TERM_MEMORY.md)
+    "lt_prune": "lt_prune",
 }
 
 

@@ -33,7 +33,7 @@ from s3rt.optional import onnxruntime as ort_mod
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.backends.cuda_memory import CudaMemory, DeviceArray
 from s3rt.runtime.backends.ort_placement import build_session_with_placement, check_placement
-from s3rt.runtime.contract import GRAPH_ORDER
+from s3rt.runtime.contract import GRAPH_ORDER, graph_names
 from s3rt.runtime.engine_manifest import Profile, optimization_profiles
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
         self._sessions = {}
         self.placement_notes = []
         profiles = optimization_profiles(self.manifest) if self.provider == "tensorrt" else {}
-        for name in GRAPH_ORDER:
+        for name in graph_names(self.manifest.settings):     # + lt_* graphs in long-term exports
             path = self.manifest.path(name)
             cache = self._trt_cache(name)
             if self.provider == "tensorrt":

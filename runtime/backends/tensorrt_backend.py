@@ -108,6 +108,10 @@ class TensorRTBackend(ExportedGraphsBackend):
         machine = self._probe_machine()                # BackendError without a GPU
         self._machine = machine
         manifest = self.manifest                       # ModelFormatError: export or engines missing
+        if manifest.settings.long_term is not None:
+            raise BackendError("this export has long-term memory (lt_consolidate/lt_prune graphs), which the "
+                               "TensorRT backend does not run yet; use --backend onnxruntime (also with "
+                               "--provider tensorrt) or torch")
         engines = self.engine_manifest
         check_compatible(engines, machine, precision=self.precision, allow_other_gpu=self.allow_other_gpu)
         self._plugins = check_plugins(engines.plugins, [PluginLibrary.of(p) for p in self.plugin_libs],

@@ -72,9 +72,9 @@ class TorchBackend(Backend):
 
     def run(self, graph: str, inputs: Mapping[str, Array], outputs: Mapping[str, Array]) -> None:
         self._require_open()
-        from s3rt.runtime.contract import GRAPH_ORDER
-        if graph not in GRAPH_ORDER:
-            raise BackendError(f"unknown graph '{graph}'; graphs: {', '.join(GRAPH_ORDER)}")
+        from s3rt.runtime.contract import GRAPH_ORDER, LONG_TERM_GRAPHS
+        if graph not in GRAPH_ORDER + LONG_TERM_GRAPHS:
+            raise BackendError(f"unknown graph '{graph}'; graphs: {', '.join(GRAPH_ORDER + LONG_TERM_GRAPHS)}")
         with self._torch.inference_mode(), self._autocast():
             results = self._run_graph(self._model, graph, list(inputs.values()), top_k=self._top_k_default)
             if len(results) != len(outputs):

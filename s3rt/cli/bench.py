@@ -12,6 +12,7 @@ examples:
   s3rt bench --config tiny --height 240 --width 427 --frames 20 --sweep-objects 1,2,4,8 --plot sweep.png
   s3rt bench --model exported/ --height 480 --width 854 --frames 50 --backends onnxruntime,tensorrt --device cuda
   s3rt bench --config tiny --height 240 --width 427 --backends onnxruntime --memory-trace --json mem.json
+  s3rt bench --long-term --config tiny --height 120 --width 214 --frames 2000 --backends torch,onnxruntime
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--rates", default="10,30,0", help="with --stream: input FPS to pace at, 0 = as fast as "
                     "possible (default 10,30,0)")
     st.add_argument("--deadline-ms", type=float, default=200.0, help="with --stream: the server's deadline (200)")
+    lt = p.add_argument_group("long-term benchmark (--long-term)")
+    lt.add_argument("--mem-every", type=int, default=5, help="with --long-term: memory frame every N frames (5)")
+    lt.add_argument("--top-k", type=int, default=30, help="with --long-term: readout top-k (30)")
+    from s3rt.cli.common import add_long_term_args
+    add_long_term_args(p)       # --long-term: instead, FIFO vs long-term over one long stream, side by side
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -110,9 +116,33 @@ def _run_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_long_term(args: argparse.Namespace) -> int:
+    from s3rt.benchmarks.long_term_bench import LongTermBenchOptions, format_long_term_markdown, run_long_term_bench
+    from s3rt.cli.common import long_term_settings
+
+    if args.model is not None:
+        raise ConfigError("--long-term exports its own FIFO and long-term graphs: give --config NAME, not --model")
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    opts = LongTermBenchOptions(height=args.height, width=args.width, frames=args.frames or 2000,
+                                long_term=long_term_settings(args), backends=backends, config=args.config or "tiny",
+                                weights=args.weights, seed=args.seed, objects=args.objects, mem_every=args.mem_every,
+                                top_k=args.top_k, warmup=max(args.warmup, 20), threads=args.threads,
+                                trace_every=args.trace_every, clip_seed=args.clip_seed)
+    result = run_long_term_bench(opts)
+    table = format_long_term_markdown(result)
+    print(table)
+    for path, text in ((args.json, json.dumps(result, indent=2) + "\n"), (args.markdown, table)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.stream:
         return _run_stream(args)
+    if args.long_term or args.lt_preset:
+        return _run_long_term(args)
     from s3rt.benchmarks.bench import BenchOptions, failed, format_markdown, run_benchmark, write_plot
 
     frames = args.frames

@@ -46,11 +46,53 @@ def add_loop_args(p: argparse.ArgumentParser) -> None:
                    help=f"distinct frames on which objects may first appear ({d.max_buckets})")
     g.add_argument("--size", type=int, default=480, help="shrink frames so the shorter side is at most this "
                    "(reference: 480); 0 keeps the native size. Outputs are always at the frame's own size")
+    add_long_term_args(p)
+
+
+def add_long_term_args(p: argparse.ArgumentParser) -> None:
+    """--long-term and its --lt-* settings (LONG_TERM_MEMORY.md §2, §8); off by default."""
+    from s3rt.long_term import PRESETS
+    g = p.add_argument_group("long-term memory (off by default; for streams longer than a few hundred frames)")
+    g.add_argument("--long-term", action="store_true",
+                   help="consolidate old memory frames into usage-chosen prototypes and prune them by usage "
+                        "(Cutie/S3 long-term memory); default preset: cutie")
+    g.add_argument("--lt-preset", choices=tuple(PRESETS),
+                   help="long_term block of the reference configs: cutie (10/5/128/10000/2000), s3 (S3 committed "
+                        "eval_config: 25/15/128/30000/3000), small (spec 8.3 test setting: 4/2/16/80/32); "
+                        "implies --long-term; the --lt-* options below override single fields")
+    g.add_argument("--lt-max-mem-frames", type=int, metavar="F",
+                   help="memory frames (incl. the permanent one) that trigger a consolidation")
+    g.add_argument("--lt-min-mem-frames", type=int, metavar="F",
+                   help="memory frames (incl. the permanent one) kept after a consolidation (>= 1)")
+    g.add_argument("--lt-prototypes", type=int, metavar="P", help="prototypes made per consolidation")
+    g.add_argument("--lt-max-tokens", type=int, metavar="L", help="long-term tokens per object group (capacity)")
+    g.add_argument("--lt-buffer-tokens", type=int, metavar="B",
+                   help="pruning keeps lt-max-tokens - lt-prototypes - lt-buffer-tokens tokens")
+    g.add_argument("--lt-count-usage", choices=("true", "false"),
+                   help="count long-term usage (must be true: pruning keeps the most used tokens; the "
+                        "reference crashes without it, spec 11 B1)")
+
+
+def long_term_settings(args: argparse.Namespace):  # noqa: ANN201 - LongTermConfig | None
+    """The LongTermConfig the --long-term/--lt-* options ask for, or None (FIFO memory only)."""
+    from s3rt.errors import ConfigError
+    from s3rt.long_term import long_term_from
+    fields = {"max_mem_frames": args.lt_max_mem_frames, "min_mem_frames": args.lt_min_mem_frames,
+              "num_prototypes": args.lt_prototypes, "max_num_tokens": args.lt_max_tokens,
+              "buffer_tokens": args.lt_buffer_tokens,
+              "count_usage": None if args.lt_count_usage is None else args.lt_count_usage == "true"}
+    if not (args.long_term or args.lt_preset):
+        given = [k for k, v in fields.items() if v is not None]
+        if given:
+            raise ConfigError(f"long-term options ({', '.join(given)}) given without --long-term or --lt-preset")
+        return None
+    return long_term_from(args.lt_preset, **fields)
 
 
 def loop_settings(args: argparse.Namespace) -> InferenceConfig:
     return InferenceConfig(mem_every=args.mem_every, max_mem_frames=args.max_mem_frames, top_k=args.top_k,
-                           max_objects=args.max_objects, max_buckets=args.max_buckets)
+                           max_objects=args.max_objects, max_buckets=args.max_buckets,
+                           long_term=long_term_settings(args))
 
 
 def add_plugin_lib(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

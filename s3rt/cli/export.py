@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from s3rt.cli.common import add_verbose
+from s3rt.cli.common import add_long_term_args, add_verbose, long_term_settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused-attention-plugin", action="store_true",
                    help="emit the masked query attention as one s3rt::MaskedQueryGather node for the TensorRT "
                         "plugin (kernels/); ONNX Runtime cannot run that graph. Default: standard ops")
+    add_long_term_args(p)
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
                            seed=args.seed, max_objects=args.max_objects, memory_frames=args.memory_frames,
                            max_buckets=args.max_buckets, top_k=args.top_k, mem_every=args.mem_every,
                            opset=args.opset, check_parity=not args.no_parity, progress=say,
-                           fused_attention_node=args.fused_attention_plugin)
+                           fused_attention_node=args.fused_attention_plugin,
+                           long_term=long_term_settings(args))
     if rows:
         worst = max(rows, key=lambda r: r.max_abs)
         print(f"ONNX Runtime vs PyTorch: worst max abs error {worst.max_abs:.2e} ({worst.graph}.{worst.output})")

@@ -63,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--out", metavar="DIR", required=True, help="output folder")
     out.add_argument("--save-probs", action="store_true", help="also write <frame>.npy probabilities")
     out.add_argument("--overlay", metavar="MP4", help="also write an overlay video (needs the 'video' extra)")
+    out.add_argument("--memory-report", metavar="FILE",
+                     help="write memory sizes per frame and object group (permanent / working / long-term tokens, "
+                          "consolidation and prune events): JSON if FILE ends in .json, else CSV")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--on-bad-frame", choices=("skip", "fail"), default="skip",
                      help="a corrupt/undecodable frame or one of another size: skip it and list it in the "
@@ -90,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{', '.join(with_dataset)} only apply with --dataset ROOT")
         if args.mask is None:
             raise ConfigError("--mask is required: the first frame's index mask (or use --dataset ROOT)")
+    if args.dataset is not None and args.memory_report is not None:
+        raise ConfigError("--memory-report is for one clip; drop it with --dataset")
     backend, notes = _backend(args)
     if args.dataset is not None:
         return _run_dataset(args, backend, notes)
@@ -122,6 +127,15 @@ def _tracker_factory(args: argparse.Namespace, backend: object):
     from s3rt.runtime.tracker import Tracker
 
     settings = loop_settings(args) if args.backend == "torch" else None   # graphs carry their own
+    if settings is None:
+        from s3rt.cli.common import long_term_settings
+        from s3rt.runtime.manifest import load_manifest
+        wanted = long_term_settings(args)
+        exported = load_manifest(args.model).settings.long_term if wanted is not None else None
+        if wanted is not None and wanted != exported:
+            raise ConfigError(f"--long-term/--lt-* ask for {wanted}, but the graphs in {args.model} were exported "
+                              f"with long_term={exported}; re-export with 's3rt export --long-term ...' (graph "
+                              "backends run the export's memory settings)")
     return lambda: Tracker(backend, settings, max_short_side=args.size or None)
 
 
@@ -139,17 +153,29 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
         if args.overlay:
             from s3rt.runtime.sources import OverlayWriter
             overlay = OverlayWriter(args.overlay, palette=palette, fps=source.fps)
+        memory = None
+        if args.memory_report:
+            from s3rt.runtime.memory_report import MemoryReport
+            memory = MemoryReport(tracker)
+
+        def on_result(frame, result) -> None:  # noqa: ANN001 - pipeline callback
+            if overlay is not None:
+                overlay.add(frame, result)
+            if memory is not None:
+                memory.record(result, frame.name)
         try:
             report = run_clip(tracker, source.frames(), first_mask=first_mask, out_dir=Path(args.out),
                               palette=palette, extra_masks=mask_folder_lookup(Path(args.masks) if args.masks else None,
                                                                               resize=args.resize_masks),
                               save_probs=args.save_probs, total=source.count,
                               progress=not args.no_progress, resize_masks=args.resize_masks,
-                              on_result=overlay.add if overlay is not None else None,
+                              on_result=on_result,
                               on_bad_frame=args.on_bad_frame)
         finally:
             if overlay is not None:
                 overlay.close()
+            if memory is not None:
+                print(f"wrote the memory report {memory.write(args.memory_report)}")
     report.notes += notes
     report.write(Path(args.out))
     s = report.summary()

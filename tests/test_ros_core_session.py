@@ -11,6 +11,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
 import ros_helpers  # noqa: E402
 from ros_helpers import H, W  # noqa: E402
+from s3rt_serving.serving_helpers import SlowBackend  # noqa: E402
 from s3rt.errors import CapacityError, ObjectIdError, ShapeError, StateError  # noqa: E402
 from s3rt.runtime.backends import make_backend  # noqa: E402
 from s3rt.runtime.ros.core_session import CoreSession  # noqa: E402
@@ -26,26 +27,6 @@ def backend(ros_tiny_model):
     b.open()
     yield b
     b.close()
-
-
-class _Slow:
-    """The backend with `delay_s` added to every graph call: a model slower than the camera."""
-
-    def __init__(self, inner, delay_s: float) -> None:
-        self._inner, self.delay_s = inner, delay_s
-
-    def run(self, graph, inputs, outputs):
-        time.sleep(self.delay_s)
-        self._inner.run(graph, inputs, outputs)
-
-    def open(self):
-        self._inner.open()
-        return self
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name in ("_inner", "delay_s"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
 
 
 def _poll_all(session: CoreSession, n: int, timeout_s: float = 20.0) -> list:
@@ -120,7 +101,7 @@ def test_realtime_policy_is_the_cores(backend):
     """A burst into a slow model: the core's latest-frame-wins drops (its DropReason values), every
     frame answered once, and a frame carrying new masks is never dropped."""
     frames, masks = ros_helpers.clip()
-    s = CoreSession.open(Tracker(_Slow(backend, 0.01), None), realtime=True)
+    s = CoreSession.open(Tracker(SlowBackend(backend, 0.01), None), realtime=True)
     try:
         with pytest.raises(StateError, match="runs only a frame that carries new masks"):
             s.process(frames[0], 0, 0)

@@ -107,13 +107,7 @@ def _run_stream(args: argparse.Namespace) -> int:
                               objects=args.objects, threads=args.threads, rates=rates, deadline_ms=args.deadline_ms,
                               clip_seed=args.clip_seed)
     result = run_stream_bench(opts)
-    table = format_stream_markdown(result)
-    print(table)
-    for path, text in ((args.json, json.dumps(result, indent=2) + "\n"), (args.markdown, table)):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
-    return 0
+    return _report(args, result, format_stream_markdown(result))
 
 
 def _run_long_term(args: argparse.Namespace) -> int:
@@ -129,7 +123,11 @@ def _run_long_term(args: argparse.Namespace) -> int:
                                 top_k=args.top_k, warmup=max(args.warmup, 20), threads=args.threads,
                                 trace_every=args.trace_every, clip_seed=args.clip_seed)
     result = run_long_term_bench(opts)
-    table = format_long_term_markdown(result)
+    return _report(args, result, format_long_term_markdown(result))
+
+
+def _report(args: argparse.Namespace, result: dict, table: str) -> int:
+    """Print the markdown table; also write it (--markdown) and the raw result (--json) when asked."""
     print(table)
     for path, text in ((args.json, json.dumps(result, indent=2) + "\n"), (args.markdown, table)):
         if path:

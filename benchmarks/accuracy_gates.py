@@ -31,7 +31,7 @@ INT8_GRAPHS_ALL = ("encoder", "spatial_semantic", "memory_readout", "query_atten
 
 def _recording_backend(model_dir: Path, store: dict[str, list[dict[str, np.ndarray]]], limit: int):
     """ONNX Runtime backend that keeps copies of each graph's inputs (calibration data)."""
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     class Recording(OnnxRuntimeBackend):
         def run(self, graph: str, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
@@ -79,11 +79,11 @@ def run(args: argparse.Namespace) -> dict:
     from s3rt.configs import InferenceConfig
     from s3rt.export.model import build_model
     from s3rt.export.onnx_export import export_model
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
     from s3rt.training.evaluate import HELD_OUT_SEED, held_out_clips, jf_score, mask_iou, track
-    from s3rt.training.weights import trained_weights
+    from s3rt.training.trained import trained_weights
 
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     weights = args.weights or str(trained_weights("tiny"))

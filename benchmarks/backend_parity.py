@@ -26,8 +26,8 @@ def frame_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[list[floa
 def compare_backends(config: str, weights: str | None, frames: list[np.ndarray], masks: dict[int, np.ndarray],
                      *, seed: int = 0) -> dict:
     from s3rt.export.onnx_export import export_model
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
 
     h, w = frames[0].shape[:2]
@@ -47,7 +47,7 @@ def compare_backends(config: str, weights: str | None, frames: list[np.ndarray],
 
 
 def main(argv: list[str] | None = None) -> int:
-    from s3rt.runtime.io import list_frames, read_frame, read_mask
+    from s3rt.runtime.io.files import list_frames, read_frame, read_mask
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)

@@ -6,7 +6,7 @@ thing for scripts. Nothing here imports torch at module level: the export (paren
 
 How a run works
 ---------------
-* Inputs: ``s3rt.runtime.synthetic`` makes one deterministic clip of moving blobs
+* Inputs: ``s3rt.runtime.io.synthetic`` makes one deterministic clip of moving blobs
   (``warmup + frames`` frames, H x W, K objects, ``clip_seed``) with a K-object first-frame mask.
   Every backend gets the same bytes; each result carries ``input_sha256`` to show it.
 * Like for like: with ``--config`` the graph backends (onnxruntime, tensorrt) run graphs exported
@@ -202,7 +202,7 @@ def machine_info() -> dict:
 def _worker_backend(spec: dict):
     name = spec["backend"]
     if name == "onnxruntime":
-        from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
         provider = spec["provider"] or ("cuda" if spec["device"].startswith("cuda") else "cpu")
         return OnnxRuntimeBackend(spec["model_dir"], provider=provider, threads=spec["threads"],
                                   opt_level=spec["opt_level"])
@@ -228,7 +228,7 @@ def _memory_summary(frames: list[int], rss: list[float], every: int) -> dict:
 def run_worker(spec: dict) -> dict:
     """Run one backend over the synthetic clip described by `spec`; the result dict (schema above)."""
     from s3rt.runtime.backends.timing import TimedBackend
-    from s3rt.runtime.synthetic import iter_clip, make_clip
+    from s3rt.runtime.io.synthetic import iter_clip, make_clip
     from s3rt.runtime.tracker import Tracker
 
     rss_start = rss_mb()

@@ -9,7 +9,7 @@ Steps, all in one process on the first CUDA device:
    torch CPU fp32 (the reference), torch CUDA fp32 and torch CUDA fp16; per CUDA run the max
    |dp| and the argmax agreement vs CPU fp32, and FPS over the frames after the first.
 3. the torch-free device memory shared by the TensorRT backend and ONNX Runtime's GPU providers
-   (runtime/backends/cuda_memory.py, cuda-bindings): every array operation the tracker uses, on
+   (runtime/backends/cuda/memory.py, cuda-bindings): every array operation the tracker uses, on
    strided views as the tracker takes them, against the same operations in numpy (`memory_ops_check`).
 Without a CUDA device it prints "no CUDA device" and exits 2 before doing anything.
 No timed asserts: figures are printed, and written to --out.
@@ -28,7 +28,7 @@ CONFIGS = ("tiny", "s3-r50", "s3-base")
 
 def tracker_run(config: str, device: str, precision: str, frames: list[np.ndarray], mask: np.ndarray) -> tuple[list, float]:
     """(probabilities per frame, FPS over frames[1:]) for one backend."""
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
     backend = TorchBackend(config, device=device, seed=0, precision=precision)
     tracker = Tracker(backend, max_short_side=None)
@@ -93,7 +93,7 @@ def _memory_line() -> str:
         from cuda.bindings import runtime as cudart
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return f"device memory (cuda_memory.py): not run, cuda-bindings not importable ({exc!r})"
-    from s3rt.runtime.backends.cuda_memory import CudaMemory
+    from s3rt.runtime.backends.cuda.memory import CudaMemory
     mem = CudaMemory(cudart, 0)
     try:
         bad = memory_ops_check(mem)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing measured", file=sys.stderr)
         return 2
     from s3rt.benchmarks.backend_parity import frame_agreement
-    from s3rt.runtime.validate_trt import synthetic_clip
+    from s3rt.runtime.backends.tensorrt.validate import synthetic_clip
     lines = [f"GPU check on {torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})", ""]
     if not args.skip_kernel:
         from s3rt.benchmarks import kernel_bench

@@ -24,7 +24,7 @@ import numpy as np
 from s3rt.benchmarks.bench import machine_info, rss_mb
 from s3rt.configs import InferenceConfig
 from s3rt.errors import ConfigError
-from s3rt.long_term import LongTermConfig
+from s3rt.long_term_config import LongTermConfig
 
 log = logging.getLogger("s3rt.bench.long_term")
 CLIP = 100
@@ -57,14 +57,14 @@ def _settings(o: LongTermBenchOptions, long_term: bool) -> InferenceConfig:
 
 def _backend(o: LongTermBenchOptions, name: str, settings: InferenceConfig, tmp: Path):
     if name == "torch":
-        from s3rt.runtime.backends.torch_backend import TorchBackend
+        from s3rt.runtime.backends.pytorch.backend import TorchBackend
         if o.threads:
             import torch
             torch.set_num_threads(o.threads)
         return TorchBackend(o.config, weights=o.weights, seed=o.seed)
     if name == "onnxruntime":
         from s3rt.export.onnx_export import export_model
-        from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
         out = tmp / ("lt" if settings.long_term else "fifo")
         export_model(o.config, out_dir=out, height=o.height, width=o.width, weights=o.weights, seed=o.seed,
                      max_objects=settings.max_objects, memory_frames=settings.max_mem_frames, max_buckets=1,
@@ -86,7 +86,7 @@ def _summary(lat: list[float], warm: int) -> dict:
 
 def run_long_term_bench(o: LongTermBenchOptions) -> dict:
     """Run every backend: FIFO and long-term trackers side by side on one stream."""
-    from s3rt.runtime.synthetic import make_clip
+    from s3rt.runtime.io.synthetic import make_clip
     from s3rt.runtime.tracker import Tracker
 
     if o.frames <= o.warmup + 2:

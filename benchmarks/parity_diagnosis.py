@@ -89,7 +89,7 @@ def one_step(weights: str | None, settings: object, frames: np.ndarray, masks: n
     from s3rt.export.model.memory import similarity
     from s3rt.export.model.object_transformer import masked_query_gather
     from s3rt.export.onnx_export import export_model
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
 
     h, w = frames.shape[1:3]
@@ -172,8 +172,8 @@ def lockstep(weights: str | None, settings: object, frames: np.ndarray, masks: n
     import torch
 
     from s3rt.export.onnx_export import export_model
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
 
     class Noisy(TorchBackend):
@@ -212,7 +212,7 @@ def lockstep(weights: str | None, settings: object, frames: np.ndarray, masks: n
 def held_out_jf(weights: str | None, mem_every: int, clips: int = 8) -> float:
     """J&F of the torch tracker on the demo's held-out clips (30 frames, 96x160) at this mem_every."""
     from s3rt.configs import InferenceConfig
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
     from s3rt.training.evaluate import held_out_clips, jf_score, track
 
@@ -233,7 +233,7 @@ def _summary(name: str, r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from s3rt.configs import InferenceConfig
-    from s3rt.training.weights import has_trained_weights, trained_weights
+    from s3rt.training.trained import has_trained_weights, trained_weights
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="tiny state dict (default: the shipped trained weights)")

@@ -58,14 +58,14 @@ def _offline(model_dir: str, o: StreamBenchOptions) -> dict:
 
 def _clip(model_dir: str, o: StreamBenchOptions) -> tuple[list[np.ndarray], np.ndarray]:
     from s3rt.runtime.manifest import load_manifest
-    from s3rt.runtime.synthetic import make_clip
+    from s3rt.runtime.io.synthetic import make_clip
     man = load_manifest(model_dir)
     frames, masks = make_clip(o.warmup + o.frames, man.height, man.width, o.objects, seed=o.clip_seed)
     return frames, masks[0].astype(np.int64)
 
 
 def _offline_worker(model_dir: str, o: StreamBenchOptions) -> dict:
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
     from s3rt.runtime.tracker import Tracker
     frames, mask = _clip(model_dir, o)
     tracker = Tracker(OnnxRuntimeBackend(model_dir, threads=o.threads), max_short_side=None)
@@ -93,8 +93,8 @@ def _start_server(model_dir: str, o: StreamBenchOptions) -> tuple[subprocess.Pop
 
 def _served(target: str, frames: list[np.ndarray], mask: np.ndarray, o: StreamBenchOptions, *,
             every_frame: bool, fps: float) -> dict:
-    from s3rt.client import Client
-    from s3rt.serve.replay import replay
+    from s3rt.runtime.serving.grpc.client import Client
+    from s3rt.runtime.serving.grpc.paced_sender import replay
     with Client(target) as client:
         stream = client.stream(every_frame=every_frame)
         stats = replay(stream, frames[0], mask, frames[1:], fps=fps or None)

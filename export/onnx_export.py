@@ -25,7 +25,7 @@ from s3rt.errors import ConfigError, InternalError
 from s3rt.export.model import S3Model, build_model
 from s3rt.export.model.s3 import run_graph
 from s3rt.runtime.manifest import file_sha256
-from s3rt.long_term import LongTermConfig
+from s3rt.long_term_config import LongTermConfig
 from s3rt.runtime.contract import Geometry, GraphSpec, graph_names, graph_specs
 from s3rt.runtime.manifest import Manifest
 from s3rt.runtime.preprocess import FrameGeometry

@@ -89,7 +89,7 @@ class _Recorder:
 def recorded_inputs(model: S3Model, manifest: Manifest, frames: list[np.ndarray], masks: list[np.ndarray | None]
                     ) -> dict[str, dict[str, torch.Tensor]]:
     """Stream frames through the torch backend and capture real graph inputs."""
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
 
     backend = TorchBackend(manifest.model, model=model)
@@ -128,7 +128,7 @@ def validate_model(model_dir: str | Path, *, weights: str | Path | None = None, 
         rows += [("real", r) for r in compare_onnx(manifest.path(name), module, recorded[name], spec)]
     reports = {}
     if lint:
-        from s3rt.export.trt_lint import lint_onnx
+        from s3rt.export.tensorrt.lint import lint_onnx
         for name in GRAPH_ORDER:
             reports[name] = lint_onnx(manifest.path(name), max_opset=20)
     return ValidationResult(rows=rows, lint=reports, atol=atol)

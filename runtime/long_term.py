@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from s3rt.long_term import LongTermConfig
+from s3rt.long_term_config import LongTermConfig
 
 if TYPE_CHECKING:
     from s3rt.runtime.tracker import Tracker

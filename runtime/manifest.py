@@ -13,7 +13,7 @@ from pathlib import Path
 from s3rt import __version__
 from s3rt.configs import InferenceConfig, ModelConfig, ResNet50Config, ViTAdapterConfig
 from s3rt.errors import ModelFormatError
-from s3rt.long_term import LongTermConfig
+from s3rt.long_term_config import LongTermConfig
 from s3rt.runtime.contract import GRAPH_ORDER, LONG_TERM_GRAPHS, Geometry, GraphSpec, TensorSpec, graph_names
 
 FORMAT = "s3rt-onnx"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from s3rt.errors import ConfigError
-from s3rt.long_term import LongTermConfig
+from s3rt.long_term_config import LongTermConfig
 
 
 @dataclass(frozen=True)

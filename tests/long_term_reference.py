@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from s3rt.export.model.memory import similarity
-from s3rt.long_term import LongTermConfig
+from s3rt.long_term_config import LongTermConfig
 from s3rt.runtime.preprocess import FrameGeometry, aggregate_probabilities, prepare_image, prepare_index_mask
 
 LIFE0 = 1e-7

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s3rt.runtime.synthetic import make_clip
+from s3rt.runtime.io.synthetic import make_clip
 
 H, W, N_FRAMES = 64, 96, 8
 TOPIC = "/camera/image_raw"

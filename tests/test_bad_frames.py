@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from s3rt.cli.main import main
-from s3rt.runtime.io import atomic_write, frame_or_error
+from s3rt.runtime.io.files import atomic_write, frame_or_error
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from s3rt.cli.main import main
-from s3rt.runtime.io import davis_palette
+from s3rt.runtime.io.files import davis_palette
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from s3rt.cli.main import main
-from s3rt.training.weights import has_trained_weights
+from s3rt.training.trained import has_trained_weights
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("av")

@@ -13,8 +13,8 @@ import pytest
 
 from s3rt.errors import BackendError, ConfigError, ModelFormatError, ShapeError
 from s3rt.export.onnx_export import export_model
-from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from s3rt.runtime.backends.torch_backend import TorchBackend
+from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
+from s3rt.runtime.backends.pytorch.backend import TorchBackend
 from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.tracker import Tracker
 
@@ -145,10 +145,10 @@ def test_runtime_imports_and_runs_without_torch(exported, blob_clip, tmp_path):
         import sys
         sys.modules["torch"] = None          # any 'import torch' now raises ImportError
         import numpy as np
-        import s3rt.runtime, s3rt.runtime.tracker, s3rt.runtime.pipeline, s3rt.runtime.io
-        import s3rt.runtime.backends, s3rt.runtime.backends.onnxruntime_backend, s3rt.runtime.backends.torch_backend
-        import s3rt.runtime.manifest, s3rt.runtime.preprocess, s3rt.runtime.sources
-        from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        import s3rt.runtime, s3rt.runtime.tracker, s3rt.runtime.offline.pipeline, s3rt.runtime.io.files
+        import s3rt.runtime.backends, s3rt.runtime.backends.onnxruntime.backend, s3rt.runtime.backends.pytorch.backend
+        import s3rt.runtime.manifest, s3rt.runtime.preprocess, s3rt.runtime.io.sources
+        from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
         from s3rt.runtime.tracker import Tracker
         t = Tracker(OnnxRuntimeBackend({str(out)!r}), max_short_side=None)
         r = t.step(np.load({str(tmp_path / 'frame.npy')!r}), mask=np.load({str(tmp_path / 'mask.npy')!r}))
@@ -167,7 +167,7 @@ def test_runtime_imports_and_runs_without_torch(exported, blob_clip, tmp_path):
 def test_fused_attention_plugin_graph_structure_and_lint(tmp_path):
     """The plugin option puts one s3rt::MaskedQueryGather per block in query_attention (ORT cannot
     run it: structure and TensorRT lint are checked instead); the other graphs keep ORT parity."""
-    from s3rt.export.trt_lint import lint_onnx
+    from s3rt.export.tensorrt.lint import lint_onnx
     manifest, rows = export_model("tiny", out_dir=tmp_path, height=H, width=W, fused_attention_node=True)
     graph = onnx.load(str(tmp_path / "query_attention.onnx")).graph
     custom = [n for n in graph.node if n.domain == "s3rt"]

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 
 from s3rt.benchmarks import gpu_check
-from s3rt.runtime.validate_trt import synthetic_clip
+from s3rt.runtime.backends.tensorrt.validate import synthetic_clip
 from tests.conftest import REPO
 
 

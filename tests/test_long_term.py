@@ -20,8 +20,8 @@ import torch
 from long_term_reference import Reference
 from s3rt.configs import InferenceConfig
 from s3rt.export.model import build_model
-from s3rt.long_term import long_term_from
-from s3rt.runtime.backends.torch_backend import TorchBackend
+from s3rt.long_term_config import long_term_from
+from s3rt.runtime.backends.pytorch.backend import TorchBackend
 from s3rt.runtime.tracker import Tracker
 
 LT = long_term_from("small")
@@ -132,7 +132,7 @@ def lt_export(scenario, tmp_path_factory):
 
 def test_long_term_graphs_exported_checked_and_linted(lt_export):
     import json
-    from s3rt.export.trt_lint import lint_onnx
+    from s3rt.export.tensorrt.lint import lint_onnx
     from s3rt.runtime.contract import GRAPH_ORDER, graph_names
     out, rows = lt_export
     manifest = json.loads((out / "manifest.json").read_text())
@@ -149,7 +149,7 @@ def test_long_term_graphs_exported_checked_and_linted(lt_export):
 
 
 def test_onnxruntime_tracker_matches_literal_reference(scenario, lt_export):
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
     _, frames, masks, ref, want = scenario
     with OnnxRuntimeBackend(lt_export[0]) as backend:
         tracker = Tracker(backend, None, max_short_side=None)

@@ -9,7 +9,7 @@ import pytest
 
 from s3rt.cli.common import add_loop_args, loop_settings
 from s3rt.errors import ConfigError
-from s3rt.long_term import CUTIE, PRESETS, S3, LongTermConfig, long_term_from
+from s3rt.long_term_config import CUTIE, PRESETS, S3, LongTermConfig, long_term_from
 
 
 def _parse(*argv: str):

@@ -11,9 +11,9 @@ import pytest
 
 from s3rt.benchmarks.bench import FLAT_TOLERANCE_MB, rss_mb
 from s3rt.configs import InferenceConfig
-from s3rt.long_term import LongTermConfig
-from s3rt.runtime.backends.torch_backend import TorchBackend
-from s3rt.runtime.synthetic import make_clip
+from s3rt.long_term_config import LongTermConfig
+from s3rt.runtime.backends.pytorch.backend import TorchBackend
+from s3rt.runtime.io.synthetic import make_clip
 from s3rt.runtime.tracker import Tracker
 
 # HW = 4 tokens per frame at 32x32: top_k 4, 4 prototypes, L = 24, pruning keeps 16

@@ -16,8 +16,8 @@ import pytest
 
 from s3rt.errors import BackendError, InternalError
 from s3rt.runtime.backends.base import Backend
-from s3rt.runtime.backends.cuda_memory import DeviceArray
-from s3rt.runtime.backends.onnxruntime_backend import BindTarget, OnnxRuntimeBackend, bind_target
+from s3rt.runtime.backends.cuda.memory import DeviceArray
+from s3rt.runtime.backends.onnxruntime.backend import BindTarget, OnnxRuntimeBackend, bind_target
 
 
 def test_device_views_bind_as_cuda_with_offset_pointers():

@@ -12,7 +12,7 @@ from s3rt.configs import InferenceConfig
 from s3rt.export.model import build_model
 from s3rt.export.model.common import aggregate_log_odds
 from s3rt.export.model.memory import similarity, topk_readout
-from s3rt.runtime.backends.torch_backend import TorchBackend
+from s3rt.runtime.backends.pytorch.backend import TorchBackend
 from s3rt.runtime.preprocess import FrameGeometry, prepare_image, prepare_index_mask
 from s3rt.runtime.tracker import Tracker
 

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("rosbags", reason="rosbags not installed (pip install 's3rt[ros]')")
 
 from s3rt.errors import BagError  # noqa: E402
-from s3rt.runtime.ros import bag  # noqa: E402
-from s3rt.runtime.synthetic import make_clip  # noqa: E402
+from s3rt.runtime.serving.ros import bag  # noqa: E402
+from s3rt.runtime.io.synthetic import make_clip  # noqa: E402
 
 TOPIC = "/camera/image_raw"
 

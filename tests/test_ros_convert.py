@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from s3rt.errors import RosMessageError
-from s3rt.runtime.ros import convert as cv
-from s3rt.runtime.ros import messages as rm
+from s3rt.runtime.serving.ros import convert as cv
+from s3rt.runtime.serving.ros import messages as rm
 
 pytest.importorskip("rosbags", reason="rosbags not installed (pip install 's3rt[ros]')")
 

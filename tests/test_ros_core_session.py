@@ -14,7 +14,7 @@ from ros_helpers import H, W  # noqa: E402
 from s3rt_serving.serving_helpers import SlowBackend  # noqa: E402
 from s3rt.errors import CapacityError, ObjectIdError, ShapeError, StateError  # noqa: E402
 from s3rt.runtime.backends import make_backend  # noqa: E402
-from s3rt.runtime.ros.core_session import CoreSession  # noqa: E402
+from s3rt.runtime.serving.ros.core_session import CoreSession  # noqa: E402
 from s3rt.runtime.serving import DropReason  # noqa: E402
 from s3rt.runtime.tracker import Tracker  # noqa: E402
 

@@ -15,9 +15,9 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 import ros_helpers  # noqa: E402
 from ros_helpers import H, W  # noqa: E402
 from s3rt.runtime.backends import make_backend  # noqa: E402
-from s3rt.runtime.ros import convert, messages  # noqa: E402
-from s3rt.runtime.ros.node_logic import NodeParams, SegmentationNodeLogic, mask_from_labels  # noqa: E402
-from s3rt.runtime.ros.core_session import CoreSession  # noqa: E402
+from s3rt.runtime.serving.ros import convert, messages  # noqa: E402
+from s3rt.runtime.serving.ros.node_logic import NodeParams, SegmentationNodeLogic, mask_from_labels  # noqa: E402
+from s3rt.runtime.serving.ros.core_session import CoreSession  # noqa: E402
 from s3rt.runtime.tracker import Tracker  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def test_rclpy_node_wiring(ros_tiny_model):
     """Parameters declared, publishers made, and rclpy's own message classes built by RclpyKit."""
     import rclpy
 
-    from s3rt.runtime.ros.node import create_node
+    from s3rt.runtime.serving.ros.node import create_node
 
     frames, masks = ros_helpers.clip()
     rclpy.init()
@@ -135,10 +135,10 @@ def test_ros_modules_import_without_torch_or_rclpy():
 
     code = ("import sys\n"
             "for m in ('torch', 'rclpy', 'sensor_msgs', 'std_msgs', 'vision_msgs'): sys.modules[m] = None\n"
-            "import s3rt.runtime.ros.convert, s3rt.runtime.ros.messages, s3rt.runtime.ros.bag, "
-            "s3rt.runtime.ros.replay, s3rt.runtime.ros.node_logic, s3rt.runtime.ros.node, "
-            "s3rt.runtime.ros.core_session\n"
-            "from s3rt.runtime.ros.node import main\n"
+            "import s3rt.runtime.serving.ros.convert, s3rt.runtime.serving.ros.messages, s3rt.runtime.serving.ros.bag, "
+            "s3rt.runtime.serving.ros.bag_replay, s3rt.runtime.serving.ros.node_logic, s3rt.runtime.serving.ros.node, "
+            "s3rt.runtime.serving.ros.core_session\n"
+            "from s3rt.runtime.serving.ros.node import main\n"
             "assert main([]) == 1\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -14,9 +14,9 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 from PIL import Image  # noqa: E402
 
 from s3rt.cli.main import main  # noqa: E402
-from s3rt.runtime.io import write_index_mask  # noqa: E402
-from s3rt.runtime.ros import bag  # noqa: E402
-from s3rt.runtime.synthetic import make_clip  # noqa: E402
+from s3rt.runtime.io.files import write_index_mask  # noqa: E402
+from s3rt.runtime.serving.ros import bag  # noqa: E402
+from s3rt.runtime.io.synthetic import make_clip  # noqa: E402
 from ros_helpers import H, N_FRAMES, TOPIC, W  # noqa: E402
 import ros_helpers  # noqa: E402
 

@@ -20,10 +20,10 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from s3rt.configs import InferenceConfig, get_config  # noqa: E402
 from s3rt.errors import BackendError, ConfigError, MissingDependencyError, ModelFormatError  # noqa: E402
-from s3rt.runtime.backends.tensorrt_backend import (DeviceArray, TensorRTBackend, contiguous_strides,  # noqa: E402
+from s3rt.runtime.backends.tensorrt.backend import (DeviceArray, TensorRTBackend, contiguous_strides,  # noqa: E402
                                                     plan_copy)
 from s3rt.runtime.contract import GRAPH_ORDER, Geometry, graph_specs  # noqa: E402
-from s3rt.runtime.engine_manifest import (EngineEntry, EngineManifest, MachineInfo, axis_ranges,  # noqa: E402
+from s3rt.runtime.backends.tensorrt.engines import (EngineEntry, EngineManifest, MachineInfo, axis_ranges,  # noqa: E402
                                           check_compatible, check_onnx_hashes, file_sha256, load_engine_manifest,
                                           optimization_profiles)
 from s3rt.runtime.manifest import Manifest  # noqa: E402
@@ -252,8 +252,8 @@ def test_tensorrt_modules_never_import_torch():
             "        if name == 'torch' or name.startswith('torch.'):\n"
             "            raise ImportError('torch blocked')\n"
             "sys.meta_path.insert(0, Block())\n"
-            "import s3rt.runtime.backends.tensorrt_backend, s3rt.runtime.engine_manifest, s3rt.runtime.validate_trt\n"
-            "import s3rt.export.trt_lint, s3rt.export.trt_build, s3rt.export.trt_surgery, s3rt.cli.build\n"
+            "import s3rt.runtime.backends.tensorrt.backend, s3rt.runtime.backends.tensorrt.engines, s3rt.runtime.backends.tensorrt.validate\n"
+            "import s3rt.export.tensorrt.lint, s3rt.export.tensorrt.build, s3rt.export.tensorrt.surgery, s3rt.cli.build\n"
             "assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
@@ -289,7 +289,7 @@ def _clean_model(opset=17, dim="N"):
 
 
 def test_lint_clean_graph_passes():
-    from s3rt.export.trt_lint import lint_onnx
+    from s3rt.export.tensorrt.lint import lint_onnx
     report = lint_onnx(_clean_model())
     assert report, report.format()
     assert report.ops == {"MatMul": 1, "Sigmoid": 1}
@@ -297,7 +297,7 @@ def test_lint_clean_graph_passes():
 
 
 def test_lint_flags_bad_opset_op_and_dims():
-    from s3rt.export.trt_lint import lint_onnx
+    from s3rt.export.tensorrt.lint import lint_onnx
     assert any("opset 21" in p for p in lint_onnx(_clean_model(opset=21)).problems)
     report = lint_onnx(_clean_model(dim="M"))
     assert any("dim 1 is 'M'" in p for p in report.problems)
@@ -309,7 +309,7 @@ def test_lint_flags_bad_opset_op_and_dims():
 
 
 def test_lint_flags_data_dependent_reshape_and_custom_domains():
-    from s3rt.export.trt_lint import lint_onnx
+    from s3rt.export.tensorrt.lint import lint_onnx
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])
@@ -337,7 +337,7 @@ def _norm_model():
 
 
 def test_fp32_islands_and_mixed_fp16_rewrite():
-    from s3rt.export.trt_build import convert_to_mixed_fp16, fp32_nodes
+    from s3rt.export.tensorrt.build import convert_to_mixed_fp16, fp32_nodes
     model = _norm_model()
     keep = fp32_nodes(model, "encoder")
     assert set(keep) == {"/norm/LayerNormalization"}
@@ -360,7 +360,7 @@ def test_fp32_islands_and_mixed_fp16_rewrite():
 
 
 def test_fp32_tails_follow_outputs_back_to_last_conv():
-    from s3rt.export.trt_build import fp32_nodes
+    from s3rt.export.tensorrt.build import fp32_nodes
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
     out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 2, 4, 4])
     w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
@@ -389,8 +389,8 @@ def _deform_model(bm=4, d=6, h=3, w=5, lq=7, k=4):
 
 def test_plugin_surgery_structure_and_lint():
     pytest.importorskip("onnx_graphsurgeon", reason="onnx-graphsurgeon (the 'tensorrt' extra) is not installed")
-    from s3rt.export.trt_lint import lint_onnx
-    from s3rt.export.trt_surgery import PLUGIN_DOMAIN, PLUGIN_OP, use_trt_deform_plugin
+    from s3rt.export.tensorrt.lint import lint_onnx
+    from s3rt.export.tensorrt.surgery import PLUGIN_DOMAIN, PLUGIN_OP, use_trt_deform_plugin
     new, count = use_trt_deform_plugin(_deform_model())
     assert count == 1
     assert not any(n.op_type == "GridSample" for n in new.graph.node)
@@ -415,7 +415,7 @@ def test_plugin_surgery_is_exact():
     pytest.importorskip("onnx_graphsurgeon", reason="onnx-graphsurgeon (the 'tensorrt' extra) is not installed")
     ort = pytest.importorskip("onnxruntime")
     from onnx.utils import Extractor
-    from s3rt.export.trt_surgery import PLUGIN_OP, msda_reference, use_trt_deform_plugin
+    from s3rt.export.tensorrt.surgery import PLUGIN_OP, msda_reference, use_trt_deform_plugin
     model = _deform_model()
     rng = np.random.default_rng(0)
     feed = {"maps": rng.standard_normal((4, 6, 3, 5)).astype(np.float32),
@@ -442,9 +442,9 @@ def test_plugin_surgery_on_traced_adapter(tmp_path):
         from s3rt.export.onnx_export import export_model
     except ImportError as exc:
         pytest.skip(f"exporter not available: {exc}")
-    from s3rt.export.trt_build import convert_to_mixed_fp16, fp32_nodes
-    from s3rt.export.trt_lint import lint_onnx
-    from s3rt.export.trt_surgery import PLUGIN_OP, use_trt_deform_plugin
+    from s3rt.export.tensorrt.build import convert_to_mixed_fp16, fp32_nodes
+    from s3rt.export.tensorrt.lint import lint_onnx
+    from s3rt.export.tensorrt.surgery import PLUGIN_OP, use_trt_deform_plugin
     manifest, _ = export_model("tiny", out_dir=tmp_path, height=64, width=96, max_objects=2, max_buckets=2,
                                check_parity=False)
     new, count = use_trt_deform_plugin(manifest.path("spatial_semantic"), tmp_path / "plugin.onnx")
@@ -491,9 +491,9 @@ def test_build_and_track_tiny_against_onnxruntime(tmp_path, precision):
         pytest.skip(reason)
     pytest.importorskip("torch", reason="exporting the tiny model needs torch")
     from s3rt.export.onnx_export import export_model
-    from s3rt.export.trt_build import build_engines
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from s3rt.runtime.validate_trt import clip_mask_iou, synthetic_clip
+    from s3rt.export.tensorrt.build import build_engines
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.tensorrt.validate import clip_mask_iou, synthetic_clip
     export_model("tiny", out_dir=tmp_path, height=64, width=96, max_objects=3, max_buckets=2, check_parity=False)
     engines = build_engines(tmp_path, precision=precision, workspace_mib=512, progress=False)
     assert set(engines.engines) == set(GRAPH_ORDER)

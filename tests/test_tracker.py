@@ -7,7 +7,7 @@ import pytest
 
 from s3rt.configs import InferenceConfig
 from s3rt.errors import CapacityError, InputError, ObjectIdError, ShapeError, StateError
-from s3rt.runtime.backends.torch_backend import TorchBackend
+from s3rt.runtime.backends.pytorch.backend import TorchBackend
 from s3rt.runtime.preprocess import FrameGeometry
 from s3rt.runtime.tracker import Tracker
 
@@ -95,7 +95,7 @@ def test_bad_inputs_give_clear_errors(backend, blob_clip):
 def test_corrupt_and_wrong_mode_frame_files(tmp_path):
     from PIL import Image
 
-    from s3rt.runtime.io import read_frame, read_mask
+    from s3rt.runtime.io.files import read_frame, read_mask
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(InputError, match="unreadable or corrupt"):

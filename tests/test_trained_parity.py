@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from s3rt.training.weights import has_trained_weights, trained_weights
+from s3rt.training.trained import has_trained_weights, trained_weights
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.skipif(not has_trained_weights("tiny"), reason="trained tiny weights not shipped in this install")
@@ -57,8 +57,8 @@ _RUNS: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
 
 def both_runs(clip_and_graphs, mem_every: int):
     """torch and ONNX Runtime probabilities for every frame of the clip at this mem_every (cached)."""
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
 
     if mem_every not in _RUNS:
         frames, masks, manifest, graphs = clip_and_graphs

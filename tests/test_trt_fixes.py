@@ -13,12 +13,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from s3rt.errors import BackendError, ConfigError, ModelFormatError
-from s3rt.export.trt_build import _save_timing_cache, builder_flags
-from s3rt.runtime.backends.onnxruntime_backend import provider_list, shape_list
-from s3rt.runtime.backends.ort_placement import build_session_with_placement, check_placement, parse_placement
+from s3rt.export.tensorrt.build import _save_timing_cache, builder_flags
+from s3rt.runtime.backends.onnxruntime.backend import provider_list, shape_list
+from s3rt.runtime.backends.onnxruntime.placement import build_session_with_placement, check_placement, parse_placement
 from s3rt.runtime.contract import GRAPH_ORDER
-from s3rt.runtime.engine_manifest import load_engine_manifest, optimization_profiles
-from s3rt.runtime.trt_plugins import PluginLibrary, check_plugins, format_library_version, require_fused_plugin
+from s3rt.runtime.backends.tensorrt.engines import load_engine_manifest, optimization_profiles
+from s3rt.runtime.backends.tensorrt.plugins import PluginLibrary, check_plugins, format_library_version, require_fused_plugin
 from tests.conftest import REPO
 from tests.test_tensorrt import engine_manifest, tiny_manifest
 
@@ -209,7 +209,7 @@ def test_elementwise_failures_match_polygraphy():
     pytest.importorskip("polygraphy")
     from polygraphy.comparator import CompareFunc
     from polygraphy.comparator.struct import IterationResult
-    from s3rt.runtime.validate_trt import elementwise_failures
+    from s3rt.runtime.backends.tensorrt.validate import elementwise_failures
     rng = np.random.default_rng(0)
     b = rng.normal(size=2000).astype(np.float32) * 10
     a = b + rng.normal(size=2000).astype(np.float32) * 1e-2
@@ -231,7 +231,7 @@ def test_elementwise_failures_match_polygraphy():
 
 
 def test_fused_plugin_export_is_compared_against_a_plain_reference(tmp_path):
-    from s3rt.runtime.validate_trt import _reference_dir
+    from s3rt.runtime.backends.tensorrt.validate import _reference_dir
     import dataclasses
     fused = dataclasses.replace(tiny_manifest(tmp_path / "fused"), extra={"custom_ops": ["s3rt::MaskedQueryGather"]})
     (tmp_path / "fused").mkdir()
@@ -293,7 +293,7 @@ def test_cuda_pairing_message_with_real_bindings(tmp_path):
     import subprocess
     for d in dirs:
         code = ("import sys; sys.path.insert(0, sys.argv[1]); from cuda.bindings import runtime as r; "
-                "from s3rt.runtime.backends import cuda_env; err, n = r.cudaGetDeviceCount(); "
+                "from s3rt.runtime.backends.cuda import env as cuda_env; err, n = r.cudaGetDeviceCount(); "
                 "print(err.name); print(cuda_env.explain(r, err))")
         out = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]

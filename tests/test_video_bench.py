@@ -15,8 +15,8 @@ from PIL import Image
 
 from s3rt.cli.main import main
 from s3rt.errors import InputError, ShapeError
-from s3rt.runtime.io import davis_palette
-from s3rt.runtime.synthetic import make_clip
+from s3rt.runtime.io.files import davis_palette
+from s3rt.runtime.io.synthetic import make_clip
 
 SHARED = Path(os.environ.get("S3RT_SHARED", Path(__file__).parents[1].parent / "shared"))
 EXAMPLE_MP4 = SHARED / "data" / "clips" / "example.mp4"
@@ -81,7 +81,7 @@ def test_run_video_writes_masks_and_overlay(tmp_path):
 
 def test_open_video_reads_rgb_names_fps():
     pytest.importorskip("av")
-    from s3rt.runtime.video import open_video
+    from s3rt.runtime.io.video import open_video
     src = open_video(_example_mp4(), max_frames=3)
     frames = list(src.frames())
     assert [f.name for f in frames] == ["00000", "00001", "00002"]
@@ -91,7 +91,7 @@ def test_open_video_reads_rgb_names_fps():
 
 def test_corrupt_or_missing_video_is_an_input_error(tmp_path, capsys):
     pytest.importorskip("av")
-    from s3rt.runtime.video import open_video
+    from s3rt.runtime.io.video import open_video
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(InputError, match="not a readable video"):
@@ -113,7 +113,7 @@ def test_corrupt_or_missing_video_is_an_input_error(tmp_path, capsys):
 
 def test_overlay_writer_odd_size_and_colours(tmp_path):
     av = pytest.importorskip("av")
-    from s3rt.runtime.video import VideoOverlayWriter, draw_overlay, palette_lut
+    from s3rt.runtime.io.video import VideoOverlayWriter, draw_overlay, palette_lut
     frames, masks = make_clip(4, 31, 45, 2, seed=1)
     path = tmp_path / "odd.mp4"
     with VideoOverlayWriter(path, palette=None, fps=12.5) as writer:
@@ -136,7 +136,7 @@ def test_overlay_writer_odd_size_and_colours(tmp_path):
 
 def test_camera_that_cannot_open_is_an_input_error():
     pytest.importorskip("cv2")
-    from s3rt.runtime.video import open_camera
+    from s3rt.runtime.io.video import open_camera
     with pytest.raises(InputError, match="camera 97"):
         open_camera(97, max_frames=2)
 
@@ -183,7 +183,7 @@ def test_run_dataset_then_eval(tmp_path, capsys):
 
 
 def test_dataset_errors_are_clear(tmp_path):
-    from s3rt.runtime.dataset import iter_dataset
+    from s3rt.runtime.io.dataset import iter_dataset
     root = tmp_path / "DAVIS"
     _davis_layout(root)
     with pytest.raises(InputError, match="split 'test'"):
@@ -202,7 +202,7 @@ def test_dataset_errors_are_clear(tmp_path):
 def test_timed_backend_counts_calls_per_graph():
     from s3rt.runtime.backends.base import Backend
     from s3rt.runtime.backends.timing import TimedBackend
-    from s3rt.runtime.backends.torch_backend import TorchBackend
+    from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
 
     timed = TimedBackend(TorchBackend("tiny"))
@@ -292,7 +292,7 @@ def test_bench_refuses_unknown_backend(capsys):
 # -- torch stays out of the runtime ----------------------------------------------------------------------
 def test_new_runtime_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import s3rt.runtime.video, s3rt.runtime.dataset, s3rt.runtime.synthetic\n"
+            "import s3rt.runtime.io.video, s3rt.runtime.io.dataset, s3rt.runtime.io.synthetic\n"
             "import s3rt.runtime.backends.timing, s3rt.benchmarks.bench, s3rt.cli.bench, s3rt.cli.run\n"
             "assert sys.modules['torch'] is None\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

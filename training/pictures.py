@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3rt.runtime.video import VideoOverlayWriter, draw_overlay, palette_lut
+from s3rt.runtime.io.video import VideoOverlayWriter, draw_overlay, palette_lut
 
 
 def _zoom(x: np.ndarray, k: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from s3rt.runtime.synthetic import _bounce   # one reflection rule for both clip generators
+from s3rt.runtime.io.synthetic import _bounce   # one reflection rule for both clip generators
 
 from s3rt.errors import ConfigError
 

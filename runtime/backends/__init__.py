@@ -18,18 +18,18 @@ def make_backend(name: str, *, config: str | None = None, weights: str | Path | 
     if name == "torch":
         if config is None:
             raise ConfigError("the torch backend needs --config (and optionally --weights)")
-        from s3rt.runtime.backends.torch_backend import TorchBackend
+        from s3rt.runtime.backends.pytorch.backend import TorchBackend
         return TorchBackend(config, weights=weights, device=device, seed=seed, precision=precision or "fp32")
     if name in ("onnxruntime", "tensorrt") and model_dir is None:
         raise ConfigError(f"the {name} backend runs exported graphs: pass --model DIR "
                           "(create one with 's3rt export')")
     gpu = int(device.split(":")[1]) if ":" in device else 0
     if name == "onnxruntime":
-        from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(model_dir, provider=provider or ("cuda" if device.startswith("cuda") else "cpu"),
                                   threads=threads, device=gpu,
                                   host_buffers=host_buffers)
     if name == "tensorrt":
-        from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
+        from s3rt.runtime.backends.tensorrt.backend import TensorRTBackend
         return TensorRTBackend(model_dir, device=gpu, precision=precision, plugin_libs=tuple(plugin_libs))
     raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

@@ -1,6 +1,6 @@
 """Transport-free serving core: long-lived tracker sessions with a real-time frame policy.
 
-No gRPC, no metrics library, no torch here; transports (s3rt.serve, a ROS 2 node, ...) sit on top.
+No gRPC, no metrics library, no torch here; transports (s3rt.runtime.serving.grpc, a ROS 2 node, ...) sit on top.
 
     backend = make_backend("onnxruntime", model_dir="model/")            # s3rt.runtime.backends
     manager = SessionManager(tracker_factory(backend, max_short_side=None),

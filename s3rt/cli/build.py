@@ -11,7 +11,7 @@ JetPack/TensorRT or moving to another GPU.
   s3rt build --model exports/s3-base-480p --precision fp16 --deform-plugin --workspace 1024
 
 fp16 keeps normalisation statistics, the memory readout (affinity, top-k, softmax), the sensory
-update, the object summariser and the soft aggregation in fp32 (see s3rt.export.trt_build).
+update, the object summariser and the soft aggregation in fp32 (see s3rt.export.tensorrt.build).
 Needs the 'tensorrt' extra (pip install "s3rt[tensorrt]"; on Jetson, JetPack's python3-libnvinfer).
 """
 
@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from s3rt.export.trt_build import build_engines
+    from s3rt.export.tensorrt.build import build_engines
 
     manifest = build_engines(
         Path(args.model), precision=args.precision, workspace_mib=args.workspace,

@@ -51,7 +51,7 @@ def add_loop_args(p: argparse.ArgumentParser) -> None:
 
 def add_long_term_args(p: argparse.ArgumentParser) -> None:
     """--long-term and its --lt-* settings (LONG_TERM_MEMORY.md §2, §8); off by default."""
-    from s3rt.long_term import PRESETS
+    from s3rt.long_term_config import PRESETS
     g = p.add_argument_group("long-term memory (off by default; for streams longer than a few hundred frames)")
     g.add_argument("--long-term", action="store_true",
                    help="consolidate old memory frames into usage-chosen prototypes and prune them by usage "
@@ -76,7 +76,7 @@ def add_long_term_args(p: argparse.ArgumentParser) -> None:
 def long_term_settings(args: argparse.Namespace):  # noqa: ANN201 - LongTermConfig | None
     """The LongTermConfig the --long-term/--lt-* options ask for, or None (FIFO memory only)."""
     from s3rt.errors import ConfigError
-    from s3rt.long_term import long_term_from
+    from s3rt.long_term_config import long_term_from
     fields = {"max_mem_frames": args.lt_max_mem_frames, "min_mem_frames": args.lt_min_mem_frames,
               "num_prototypes": args.lt_prototypes, "max_num_tokens": args.lt_max_tokens,
               "buffer_tokens": args.lt_buffer_tokens,

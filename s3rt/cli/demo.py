@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _weights(args: argparse.Namespace) -> tuple[str | None, str]:
     """-> (checkpoint path or None, a phrase for the report)."""
-    from s3rt.training.weights import has_trained_weights, trained_weights
+    from s3rt.training.trained import has_trained_weights, trained_weights
     if args.random_weights:
         return None, "seeded random (masks meaningless)"
     if args.weights:
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from s3rt.benchmarks.davis_eval import evaluate_davis
     from s3rt.export.onnx_export import export_model
     from s3rt.runtime.backends import make_backend
-    from s3rt.runtime.io import Frame, write_index_mask
-    from s3rt.runtime.pipeline import run_clip
+    from s3rt.runtime.io.files import Frame, write_index_mask
+    from s3rt.runtime.offline.pipeline import run_clip
     from s3rt.runtime.tracker import Tracker
     from s3rt.training.evaluate import held_out_clips
     from s3rt.training.pictures import overlay_sheet, overlay_video

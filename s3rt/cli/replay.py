@@ -65,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_prompts(path: str | Path, frame_hw: tuple[int, int]) -> dict[str, "object"]:
     """{id: (H, W) bool mask} from a prompts JSON file (masks are PNGs, nonzero = object)."""
-    from s3rt.runtime.io import read_mask
-    from s3rt.runtime.ros.convert import box_mask
+    from s3rt.runtime.io.files import read_mask
+    from s3rt.runtime.serving.ros.convert import box_mask
 
     path = Path(path)
     try:
@@ -95,8 +95,8 @@ def load_prompts(path: str | Path, frame_hw: tuple[int, int]) -> dict[str, "obje
 
 
 def _prompt(args: argparse.Namespace):
-    from s3rt.runtime.io import read_mask
-    from s3rt.runtime.pipeline import fit_mask
+    from s3rt.runtime.io.files import read_mask
+    from s3rt.runtime.offline.pipeline import fit_mask
 
     def give(session, frame_hw: tuple[int, int]) -> dict[str, int]:
         if args.mask:
@@ -108,9 +108,9 @@ def _prompt(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from s3rt.cli.run import _backend, _tracker_factory
-    from s3rt.runtime.ros.bag import ImageTopicReader, ResultBagWriter
-    from s3rt.runtime.ros.core_session import CoreSession
-    from s3rt.runtime.ros.replay import ReplayReport, replay
+    from s3rt.runtime.serving.ros.bag import ImageTopicReader, ResultBagWriter
+    from s3rt.runtime.serving.ros.core_session import CoreSession
+    from s3rt.runtime.serving.ros.bag_replay import ReplayReport, replay
 
     if (args.mask is None) == (args.prompts is None):
         raise ConfigError("give the first frame's objects with exactly one of --mask PNG or --prompts JSON")

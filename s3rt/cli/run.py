@@ -140,9 +140,9 @@ def _tracker_factory(args: argparse.Namespace, backend: object):
 
 
 def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
-    from s3rt.runtime.io import read_mask
-    from s3rt.runtime.pipeline import mask_folder_lookup, run_clip
-    from s3rt.runtime.sources import open_source
+    from s3rt.runtime.io.files import read_mask
+    from s3rt.runtime.offline.pipeline import mask_folder_lookup, run_clip
+    from s3rt.runtime.io.sources import open_source
 
     source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames,
                          rosbag=args.rosbag, image_topic=args.image_topic)
@@ -151,11 +151,11 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
         tracker = _tracker_factory(args, backend)()
         overlay = None
         if args.overlay:
-            from s3rt.runtime.sources import OverlayWriter
+            from s3rt.runtime.io.sources import OverlayWriter
             overlay = OverlayWriter(args.overlay, palette=palette, fps=source.fps)
         memory = None
         if args.memory_report:
-            from s3rt.runtime.memory_report import MemoryReport
+            from s3rt.runtime.offline.memory_report import MemoryReport
             memory = MemoryReport(tracker)
 
         def on_result(frame, result) -> None:  # noqa: ANN001 - pipeline callback
@@ -190,7 +190,7 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
 
 
 def _run_dataset(args: argparse.Namespace, backend, notes: list[str]) -> int:
-    from s3rt.runtime.dataset import iter_dataset, run_dataset
+    from s3rt.runtime.io.dataset import iter_dataset, run_dataset
 
     wanted = [s for s in args.sequences.split(",")] if args.sequences is not None else None
     sequences = list(iter_dataset(args.dataset, args.split, sequences=wanted))

@@ -23,7 +23,7 @@ from pathlib import Path
 from s3rt.cli.common import add_backend_args, add_plugin_lib, add_model_args, add_verbose
 from s3rt.errors import ConfigError
 
-log = logging.getLogger("s3rt.serve")
+log = logging.getLogger("s3rt.runtime.serving.grpc")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
 def run(args: argparse.Namespace) -> int:
     from s3rt.runtime.backends import make_backend
     from s3rt.runtime.serving import ServingLimits, StreamOptions
-    from s3rt.serve.server import ServerConfig, build_server
+    from s3rt.runtime.serving.grpc.server import ServerConfig, build_server
 
     if args.log_json:
         handler = logging.StreamHandler()

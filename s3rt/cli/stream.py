@@ -54,12 +54,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from s3rt.client import Client
-    from s3rt.runtime.io import read_mask, write_index_mask
+    from s3rt.runtime.serving.grpc.client import Client
+    from s3rt.runtime.io.files import read_mask, write_index_mask
     from s3rt.runtime.serving.messages import Result
-    from s3rt.runtime.sources import open_source
-    from s3rt.runtime.video import draw_overlay, palette_lut
-    from s3rt.serve.replay import replay
+    from s3rt.runtime.io.sources import open_source
+    from s3rt.runtime.io.video import draw_overlay, palette_lut
+    from s3rt.runtime.serving.grpc.paced_sender import replay
 
     source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames)
     mask, palette = read_mask(args.mask)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     lut = palette_lut(palette)
     video = None
     if args.overlay:
-        from s3rt.runtime.video import VideoOverlayWriter
+        from s3rt.runtime.io.video import VideoOverlayWriter
         video = VideoOverlayWriter(args.overlay, palette=palette, fps=args.fps or source.fps)
     if args.overlay_dir:
         Path(args.overlay_dir).mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.backend == "tensorrt":
-        from s3rt.runtime.validate_trt import validate_tensorrt
+        from s3rt.runtime.backends.tensorrt.validate import validate_tensorrt
         extra = {"atol": args.atol} if args.atol is not None else {}
         if args.frames:
             frames, masks = _load_clip(args)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_clip(args: argparse.Namespace) -> tuple[list, list]:
-    from s3rt.runtime.io import list_frames, read_frame, read_mask, resize_mask
+    from s3rt.runtime.io.files import list_frames, read_frame, read_mask, resize_mask
     from s3rt.runtime.manifest import load_manifest
     if not args.mask:
         raise S3rtError("--frames needs --mask (the first frame's index mask)")

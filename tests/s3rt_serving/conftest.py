@@ -18,7 +18,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def backend(tiny_model):
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
     b = OnnxRuntimeBackend(tiny_model, threads=1)
     b.open()
     yield b

@@ -10,7 +10,7 @@ pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)"
 from s3rt.errors import InputError, ShapeError  # noqa: E402
 from s3rt.runtime.serving.messages import ObjectStat, Result, Timing  # noqa: E402
 from s3rt.runtime.serving.objects import label_image, object_stats  # noqa: E402
-from s3rt.serve import codec  # noqa: E402
+from s3rt.runtime.serving.grpc import codec  # noqa: E402
 
 
 def test_frame_and_mask_encodings_round_trip():

@@ -19,7 +19,7 @@ FRAME_BYTES = H * W * 3
 
 
 def start(backend, **kw):
-    from s3rt.serve.server import ServerConfig, build_server
+    from s3rt.runtime.serving.grpc.server import ServerConfig, build_server
     limits = kw.pop("limits", ServingLimits(max_streams=4, max_objects=4, idle_timeout_s=None))
     defaults = kw.pop("defaults", StreamOptions(deadline_ms=500))
     return build_server(backend, limits=limits, defaults=defaults,
@@ -34,12 +34,12 @@ def server(backend):
 
 
 def client(srv, **kw):
-    from s3rt.client import Client
+    from s3rt.runtime.serving.grpc.client import Client
     return Client(f"127.0.0.1:{srv.port}", **kw)
 
 
 def test_bad_frames_get_an_error_each_and_the_stream_goes_on(server):
-    from s3rt.serve import codec
+    from s3rt.runtime.serving.grpc import codec
     pb = codec.pb
     frames, mask = make_clip(3)
     with client(server) as c, c.stream(every_frame=True) as s:
@@ -149,7 +149,7 @@ def test_disconnect_frees_state_and_spares_other_streams(server):
 
 def test_limits_and_token(backend):
     srv = start(backend, limits=ServingLimits(max_streams=1, max_objects=2, idle_timeout_s=None), token="s3cret")
-    from s3rt.client import ServerError
+    from s3rt.runtime.serving.grpc.client import ServerError
     try:
         with pytest.raises(ServerError, match="UNAUTHENTICATED"):
             client(srv).stream()
@@ -235,7 +235,7 @@ def test_server_and_client_import_without_torch_generating_the_stubs(tmp_path):
     import subprocess
     import sys
     code = ("import sys\nsys.modules['torch'] = None\n"
-            "import s3rt.serve.server, s3rt.client, s3rt.cli.serve, s3rt.cli.stream\nprint('ok')\n")
+            "import s3rt.runtime.serving.grpc.server, s3rt.runtime.serving.grpc.client, s3rt.cli.serve, s3rt.cli.stream\nprint('ok')\n")
     env = {**os.environ, "S3RT_PROTO_CACHE": str(tmp_path)}          # empty cache: generated on import
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -245,7 +245,7 @@ def test_server_and_client_import_without_torch_generating_the_stubs(tmp_path):
 def test_message_beyond_the_transport_limit_ends_only_that_stream(server):
     """Above max_frame_bytes a frame gets a FrameError (tested above); above gRPC's own limit
     (2 x max_frame_bytes + 1 MiB) gRPC ends that one call: the server and other streams go on."""
-    from s3rt.serve import codec
+    from s3rt.runtime.serving.grpc import codec
     frames, mask = make_clip(2)
     with client(server) as c:
         other = c.stream(every_frame=True)
@@ -278,7 +278,7 @@ def test_tls_and_json_logs(backend, tmp_path):
     logging.getLogger("s3rt").addHandler(handler)
     logging.getLogger("s3rt").setLevel(logging.INFO)
     try:
-        from s3rt.client import Client, ServerError
+        from s3rt.runtime.serving.grpc.client import Client, ServerError
         frames, mask = make_clip(2)
         with Client(f"localhost:{srv.port}", tls_ca=cert.read_bytes()) as c:
             with c.stream(every_frame=True) as s:

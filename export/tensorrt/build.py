@@ -59,13 +59,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from s3rt import __version__
 from s3rt.errors import BackendError, ConfigError, ModelFormatError
-from s3rt.export.trt_lint import lint_onnx
+from s3rt.export.tensorrt.lint import lint_onnx
 from s3rt.optional import tensorrt
 from s3rt.runtime.contract import GRAPH_ORDER
-from s3rt.runtime.engine_manifest import (PRECISIONS, EngineEntry, EngineManifest, Profile, file_sha256,
+from s3rt.runtime.backends.tensorrt.engines import (PRECISIONS, EngineEntry, EngineManifest, Profile, file_sha256,
                                           optimization_profiles)
 from s3rt.runtime.manifest import Manifest, load_manifest
-from s3rt.runtime.trt_plugins import init_nvidia_plugins, library_version, load_plugin_libraries, \
+from s3rt.runtime.backends.tensorrt.plugins import init_nvidia_plugins, library_version, load_plugin_libraries, \
     require_fused_plugin
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     load, extend and save. max_objects: lower the N profile's max below the export's capacity.
     out_dir: default MODEL_DIR/engines. fp16_mode: "typed" or "constraints". deform_plugin: build
     spatial_semantic with TensorRT's MultiscaleDeformableAttnPlugin_TRT in place of the GridSample
-    deformable sampling (s3rt.export.trt_surgery; the rewritten ONNX is kept in <out>/onnx_plugin/).
+    deformable sampling (s3rt.export.tensorrt.surgery; the rewritten ONNX is kept in <out>/onnx_plugin/).
     plugin_libs: plugin libraries (build/libs3rt_trt_plugins.so for exports made with
     --fused-attention-plugin) loaded into TensorRT's registry before parsing; their paths and
     sha256 go into the engine manifest.
@@ -346,7 +346,7 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     say = _reporter(progress)
 
     trt = tensorrt.load()
-    from s3rt.runtime.backends.tensorrt_backend import machine_info
+    from s3rt.runtime.backends.tensorrt.backend import machine_info
     machine = machine_info(device)
     flags_on, flags_off = builder_flags(precision, fp16_mode, _flag_names(trt))
     trt_version = library_version(trt)
@@ -380,7 +380,7 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
         keep: dict[str, str] = {}
         model = None
         if deform_plugin and graph == "spatial_semantic":
-            from s3rt.export.trt_surgery import use_trt_deform_plugin
+            from s3rt.export.tensorrt.surgery import use_trt_deform_plugin
             plugin_dir = out / "onnx_plugin"
             plugin_dir.mkdir(parents=True, exist_ok=True)
             model, sites = use_trt_deform_plugin(onnx_path, plugin_dir / f"{graph}.onnx")
@@ -471,7 +471,7 @@ def _previous_entries(out: Path, graphs: tuple[str, ...]) -> dict[str, EngineEnt
     """Engines of graphs not rebuilt this time (partial rebuilds with `graphs=`)."""
     if set(graphs) == set(GRAPH_ORDER):
         return {}
-    from s3rt.runtime.engine_manifest import load_engine_manifest
+    from s3rt.runtime.backends.tensorrt.engines import load_engine_manifest
     try:
         old = load_engine_manifest(out, check_files=True)
     except ModelFormatError:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from s3rt.runtime.ros.convert import ImageFields, ObjectBox, split_ns
+from s3rt.runtime.serving.ros.convert import ImageFields, ObjectBox, split_ns
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from s3rt.errors import BackendError, InternalError, MissingDependencyError, Mod
 from s3rt.optional import cuda_bindings
 from s3rt.optional import onnxruntime as ort_mod
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
-from s3rt.runtime.backends.cuda_memory import CudaMemory, DeviceArray
-from s3rt.runtime.backends.ort_placement import build_session_with_placement, check_placement
+from s3rt.runtime.backends.cuda.memory import CudaMemory, DeviceArray
+from s3rt.runtime.backends.onnxruntime.placement import build_session_with_placement, check_placement
 from s3rt.runtime.contract import GRAPH_ORDER, graph_names
-from s3rt.runtime.engine_manifest import Profile, optimization_profiles
+from s3rt.runtime.backends.tensorrt.engines import Profile, optimization_profiles
 
 log = logging.getLogger(__name__)
 

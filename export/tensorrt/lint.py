@@ -367,8 +367,8 @@ def _check_inferred_shapes(proto: onnx.ModelProto, report: LintReport, declared:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m s3rt.export.trt_lint MODEL.onnx... : print a report per graph, exit 1 on problems."""
-    parser = argparse.ArgumentParser(prog="python -m s3rt.export.trt_lint", description=main.__doc__)
+    """python -m s3rt.export.tensorrt.lint MODEL.onnx... : print a report per graph, exit 1 on problems."""
+    parser = argparse.ArgumentParser(prog="python -m s3rt.export.tensorrt.lint", description=main.__doc__)
     parser.add_argument("models", nargs="+")
     parser.add_argument("--max-opset", type=int, default=20)
     args = parser.parse_args(argv)

@@ -207,14 +207,14 @@ def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_
     default_atol, default_rtol = TOLERANCES[precision]
     result = TrtValidation(precision=precision, atol=atol if atol is not None else default_atol,
                            rtol=rtol if rtol is not None else default_rtol)
-    from s3rt.runtime.backends.tensorrt_backend import TensorRTBackend
+    from s3rt.runtime.backends.tensorrt.backend import TensorRTBackend
     trt_backend = TensorRTBackend(model_dir, engine_dir=engine_dir, device=device, precision=precision,
                                   plugin_libs=tuple(plugin_libs))
     trt_backend.open()       # checks versions, GPU, precision and ONNX hashes before any comparison
     try:
         _compare_subgraphs(result, trt_backend, manifest, ref_manifest, objects, graphs, seed)
         if end_to_end:
-            from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+            from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
             if frames is None:
                 frames, first_mask = synthetic_clip(manifest.height, manifest.width, objects=min(
                     2, trt_backend.capacity.max_objects), seed=seed)

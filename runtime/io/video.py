@@ -5,7 +5,7 @@
 - `VideoOverlayWriter`: H.264 mp4 (libx264; MPEG-4 part 2 where this FFmpeg has no libx264) of
   each frame blended 50 % with its objects' palette colours, plus a one-pixel contour.
 - `iter_dataset(root, split)`: the sequences of a DAVIS-layout folder (defined in
-  s3rt.runtime.dataset, which also runs them; listed here with the other inputs).
+  s3rt.runtime.io.dataset, which also runs them; listed here with the other inputs).
 
 Torch-free. PyAV (`av`) and OpenCV (`cv2`) come with the 'video' extra; without them the
 functions raise MissingDependencyError (through s3rt.optional) when called, not on import.
@@ -23,9 +23,9 @@ import numpy as np
 from s3rt.errors import InputError, ShapeError, StateError
 from s3rt.optional import av as av_mod
 from s3rt.optional import cv2 as cv2_mod
-from s3rt.runtime.dataset import iter_dataset
-from s3rt.runtime.io import Frame, davis_palette
-from s3rt.runtime.sources import FrameSource
+from s3rt.runtime.io.dataset import iter_dataset
+from s3rt.runtime.io.files import Frame, davis_palette
+from s3rt.runtime.io.sources import FrameSource
 
 __all__ = ["VideoOverlayWriter", "draw_overlay", "iter_dataset", "open_camera", "open_video", "palette_lut"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from s3rt.errors import CapacityError, ConfigError, ObjectIdError, S3rtError, ShapeError, StateError
-from s3rt.runtime.ros.session import Outcome
+from s3rt.runtime.serving.ros.outcome import Outcome
 from s3rt.runtime.serving.messages import ControlReply, Dropped, FrameFailed, Output, Result
 from s3rt.runtime.serving.session import StreamOptions, StreamSession
 from s3rt.runtime.tracker import Tracker

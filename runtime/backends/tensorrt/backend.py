@@ -4,7 +4,7 @@ Never imports torch. TensorRT and cuda-python are imported only by `open()` (thr
 s3rt.optional), so this module imports everywhere; without them `open()` raises
 MissingDependencyError naming the extra, without a GPU it raises BackendError.
 
-Buffers are `DeviceArray`s from s3rt.runtime.backends.cuda_memory (shared with ONNX Runtime's GPU
+Buffers are `DeviceArray`s from s3rt.runtime.backends.cuda.memory (shared with ONNX Runtime's GPU
 providers): device pointers with shape, dtype and strides, whose views bind in place and whose
 strided copies are planned without a GPU.
 
@@ -30,12 +30,12 @@ from s3rt.errors import BackendError, InternalError, ModelFormatError, ShapeErro
 from s3rt.optional import cuda_bindings, tensorrt
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.contract import GRAPH_ORDER
-from s3rt.runtime.backends import cuda_env
-from s3rt.runtime.backends.cuda_memory import (Copy2D, CudaMemory, DeviceArray, contiguous_strides, cuda_check,
+from s3rt.runtime.backends.cuda import env as cuda_env
+from s3rt.runtime.backends.cuda.memory import (Copy2D, CudaMemory, DeviceArray, contiguous_strides, cuda_check,
                                                cuda_error_text, is_contiguous, plan_copy)
-from s3rt.runtime.engine_manifest import (EngineManifest, MachineInfo, check_compatible, check_onnx_hashes,
+from s3rt.runtime.backends.tensorrt.engines import (EngineManifest, MachineInfo, check_compatible, check_onnx_hashes,
                                           load_engine_manifest)
-from s3rt.runtime.trt_plugins import PluginLibrary, check_plugins, init_nvidia_plugins, library_version, \
+from s3rt.runtime.backends.tensorrt.plugins import PluginLibrary, check_plugins, init_nvidia_plugins, library_version, \
     load_plugin_libraries
 
 log = logging.getLogger(__name__)

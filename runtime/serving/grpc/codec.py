@@ -15,7 +15,7 @@ import numpy as np
 from s3rt.errors import InputError, ShapeError
 from s3rt.runtime.serving.messages import (ControlReply, Dropped, DropReason, FrameFailed, ObjectId, ObjectStat,
                                            Output, Result, Timing)
-from s3rt.serve.protos import load
+from s3rt.runtime.serving.grpc.stubs import load
 
 pb, _ = load()
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from s3rt import __version__
 from s3rt.errors import InputError
-from s3rt.runtime.io import frame_or_error, list_frames, read_mask
-from s3rt.runtime.pipeline import RunReport, run_clip
+from s3rt.runtime.io.files import frame_or_error, list_frames, read_mask
+from s3rt.runtime.offline.pipeline import RunReport, run_clip
 from s3rt.runtime.tracker import Tracker
 
 log = logging.getLogger(__name__)

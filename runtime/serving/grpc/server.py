@@ -26,9 +26,9 @@ from s3rt import __version__
 from s3rt.errors import CapacityError, InputError, S3rtError, StateError
 from s3rt.runtime.serving import (ControlReply, FrameFailed, ServingLimits, SessionManager, StreamOptions,
                                   StreamSession)
-from s3rt.serve import codec
-from s3rt.serve.metrics import ServerMetrics
-from s3rt.serve.protos import load
+from s3rt.runtime.serving.grpc import codec
+from s3rt.runtime.serving.grpc.metrics import ServerMetrics
+from s3rt.runtime.serving.grpc.stubs import load
 
 pb, pb_grpc = load()
 import grpc  # noqa: E402  (after load(): a clear MissingDependencyError first)

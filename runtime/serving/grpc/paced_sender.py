@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from s3rt.client import StreamClient
+from s3rt.runtime.serving.grpc.client import StreamClient
 from s3rt.runtime.serving.messages import Dropped, FrameFailed, ObjectId, Output, Result
 
 

@@ -6,7 +6,7 @@ offline use) and turns each outcome into the messages to publish — ``mask`` (l
 header copied), ``detections`` (Detection2DArray) and ``timing`` (JSON) — built with a
 ``MessageKit`` (rclpy classes in the node, rosbags classes in tests). The services
 add_objects / remove_object / reset are methods returning the reply fields. The rclpy layer
-(``s3rt.runtime.ros.node``) only wires topics, services and parameters to these methods.
+(``s3rt.runtime.serving.ros.node``) only wires topics, services and parameters to these methods.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from s3rt.errors import RosMessageError, S3rtError
-from s3rt.runtime.ros import convert, messages
-from s3rt.runtime.ros.session import Outcome, Session
+from s3rt.runtime.serving.ros import convert, messages
+from s3rt.runtime.serving.ros.outcome import Outcome, Session
 
 log = logging.getLogger(__name__)
 

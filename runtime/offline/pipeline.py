@@ -14,7 +14,7 @@ import numpy as np
 
 from s3rt import __version__
 from s3rt.errors import InputError
-from s3rt.runtime.io import Frame, atomic_write, resize_mask, save_npy, sorted_probabilities, write_index_mask
+from s3rt.runtime.io.files import Frame, atomic_write, resize_mask, save_npy, sorted_probabilities, write_index_mask
 from s3rt.runtime.tracker import FrameResult, Tracker
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ MaskLookup = Callable[[str, tuple[int, int]], "np.ndarray | None"]
 
 def mask_folder_lookup(folder: Path | None, *, resize: bool = False) -> MaskLookup:
     """Masks named like their frames (<stem>.png) in `folder` add or re-annotate objects."""
-    from s3rt.runtime.io import read_mask
+    from s3rt.runtime.io.files import read_mask
 
     def lookup(stem: str, frame_hw: tuple[int, int]) -> np.ndarray | None:
         if folder is None:

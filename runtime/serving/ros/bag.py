@@ -24,7 +24,7 @@ import numpy as np
 
 from s3rt.errors import BagError, RosMessageError
 from s3rt.optional import optional
-from s3rt.runtime.ros import convert, messages
+from s3rt.runtime.serving.ros import convert, messages
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ def image_topic_source(path: str | Path, topic: str, *, max_frames: int | None =
     The topic is checked now (missing topic, empty bag: BagError); the bag closes when the
     frames are exhausted or the run stops.
     """
-    from s3rt.runtime.io import Frame
-    from s3rt.runtime.sources import FrameSource
+    from s3rt.runtime.io.files import Frame
+    from s3rt.runtime.io.sources import FrameSource
 
     reader = ImageTopicReader(path, topic)
     count = reader.count if max_frames is None else min(reader.count, max_frames)

@@ -29,8 +29,8 @@ import numpy as np
 from s3rt.errors import S3rtError, StateError, StreamClosedError
 from s3rt.runtime.serving.messages import ControlReply, ObjectId, Output
 from s3rt.runtime.serving.outbox import Outbox
-from s3rt.serve import codec
-from s3rt.serve.protos import load
+from s3rt.runtime.serving.grpc import codec
+from s3rt.runtime.serving.grpc.stubs import load
 
 pb, pb_grpc = load()
 import grpc  # noqa: E402

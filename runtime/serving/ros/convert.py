@@ -4,7 +4,7 @@ One module for every conversion the bag replay and the ROS 2 node need, written 
 *fields* of the messages (``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``,
 ``data``; ``format`` for CompressedImage), so the same code reads rosbags' dataclasses and
 rclpy's generated classes. Building messages (which classes, which array types) is
-``s3rt.runtime.ros.messages``'s job. numpy + Pillow only: no ROS, no torch.
+``s3rt.runtime.serving.ros.messages``'s job. numpy + Pillow only: no ROS, no torch.
 
 Shapes: decoded images are (H, W, C) in the encoding's dtype; the tracker's frame is (H, W, 3)
 uint8 RGB; label images are (H, W) with value = label (0 = background).

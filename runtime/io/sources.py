@@ -10,7 +10,7 @@ from typing import Callable
 
 
 from s3rt.errors import ConfigError
-from s3rt.runtime.io import Frame, frame_or_error, list_frames
+from s3rt.runtime.io.files import Frame, frame_or_error, list_frames
 
 
 @dataclass
@@ -29,7 +29,7 @@ def open_source(*, frames: str | None = None, video: str | None = None, camera: 
     if (rosbag is None) != (image_topic is None):
         raise ConfigError("--rosbag DIR and --image-topic T go together")
     if rosbag is not None:
-        from s3rt.runtime.ros.bag import image_topic_source   # the reader `s3rt replay` uses
+        from s3rt.runtime.serving.ros.bag import image_topic_source   # the reader `s3rt replay` uses
         return image_topic_source(rosbag, image_topic, max_frames=max_frames)  # type: ignore[arg-type]
     if frames is not None:
         files = list_frames(frames)[:max_frames] if max_frames else list_frames(frames)
@@ -39,17 +39,17 @@ def open_source(*, frames: str | None = None, video: str | None = None, camera: 
                 yield frame_or_error(p)
         return FrameSource(gen, len(files))
     if video is not None:
-        from s3rt.runtime.video import open_video
+        from s3rt.runtime.io.video import open_video
         return open_video(video, max_frames=max_frames)
-    from s3rt.runtime.video import open_camera
+    from s3rt.runtime.io.video import open_camera
     return open_camera(int(camera), max_frames=max_frames)  # type: ignore[arg-type]
 
 
 class OverlayWriter:
-    """Collects frames + masks into an mp4 overlay (implemented in s3rt.runtime.video)."""
+    """Collects frames + masks into an mp4 overlay (implemented in s3rt.runtime.io.video)."""
 
     def __init__(self, path: str | Path, *, palette: list[int] | None, fps: float) -> None:
-        from s3rt.runtime.video import VideoOverlayWriter
+        from s3rt.runtime.io.video import VideoOverlayWriter
         self._writer = VideoOverlayWriter(path, palette=palette, fps=fps)
 
     def add(self, frame: Frame, result: object) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from s3rt.errors import S3rtError
-from s3rt.runtime.ros.bag import BagFrame, ImageTopicReader, ResultBagWriter
-from s3rt.runtime.ros.convert import object_boxes
-from s3rt.runtime.ros.session import Outcome, Session
+from s3rt.runtime.serving.ros.bag import BagFrame, ImageTopicReader, ResultBagWriter
+from s3rt.runtime.serving.ros.convert import object_boxes
+from s3rt.runtime.serving.ros.outcome import Outcome, Session
 
 log = logging.getLogger(__name__)
 

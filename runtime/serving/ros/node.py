@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from s3rt.runtime.ros.node_logic import NodeParams, SegmentationNodeLogic
-from s3rt.runtime.ros.session import Session
+from s3rt.runtime.serving.ros.node_logic import NodeParams, SegmentationNodeLogic
+from s3rt.runtime.serving.ros.outcome import Session
 
 SessionFactory = Callable[[NodeParams], Session]
 
@@ -30,7 +30,7 @@ def default_session(params: NodeParams) -> Session:
     from s3rt.configs import InferenceConfig
     from s3rt.runtime.backends import make_backend
     from s3rt.runtime.manifest import load_manifest
-    from s3rt.runtime.ros.core_session import CoreSession
+    from s3rt.runtime.serving.ros.core_session import CoreSession
     from s3rt.runtime.tracker import Tracker
 
     config = load_manifest(params.model_dir).model.name if params.backend == "torch" else None
@@ -57,7 +57,7 @@ def _node_class() -> type:
     from std_srvs.srv import Trigger
     from vision_msgs.msg import Detection2DArray
 
-    from s3rt.runtime.ros.messages import RclpyKit
+    from s3rt.runtime.serving.ros.messages import RclpyKit
 
     class S3rtSegmentationNode(Node):
         def __init__(self, name: str, session_factory: SessionFactory, overrides: dict[str, Any],

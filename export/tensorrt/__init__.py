@@ -1,0 +1,1 @@
+"""TensorRT build side: ONNX graph -> lint -> surgery -> engine, as small chained steps."""

@@ -1,0 +1,1 @@
+"""CUDA device memory and environment checks shared by the GPU backends (TensorRT, ONNX Runtime)."""

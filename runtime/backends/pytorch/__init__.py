@@ -1,0 +1,1 @@
+"""PyTorch backend: the reference, runs the model's per-graph methods eagerly."""

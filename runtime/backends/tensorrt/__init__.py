@@ -1,0 +1,1 @@
+"""TensorRT backend: engines and their provenance, plugins, validation against ONNX Runtime."""

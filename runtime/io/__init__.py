@@ -1,0 +1,1 @@
+"""Frames in and masks out: files, folders, video, cameras, datasets, the seeded synthetic clips."""

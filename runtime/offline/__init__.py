@@ -1,0 +1,1 @@
+"""Offline runs: a whole clip through a tracker, with masks, reports and memory traces written."""

@@ -37,7 +37,7 @@ def compare_backends(config: str, weights: str | None, frames: list[np.ndarray],
         runs = {}
         for name, backend in (("torch", TorchBackend(config, weights=weights, seed=seed)),
                               ("onnxruntime", OnnxRuntimeBackend(tmp))):
-            tracker = Tracker(backend, manifest.settings if name == "torch" else None, max_short_side=None)
+            tracker = Tracker(backend, backend.tracker_settings(manifest.settings), max_short_side=None)
             runs[name] = [tracker.step(f, mask=masks.get(i), end=i == len(frames) - 1).probabilities
                           for i, f in enumerate(frames)]
     diffs, agree = frame_agreement(runs["torch"], runs["onnxruntime"])

@@ -92,10 +92,10 @@ from s3rt import __version__
 from s3rt.configs import InferenceConfig
 from s3rt.errors import ConfigError, MissingDependencyError, S3rtError
 from s3rt.optional import optional
+from s3rt.runtime.backends.registry import BACKENDS
 
 log = logging.getLogger("s3rt.bench")
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt")
 MIN_CAPACITY = 8                       # objects the graphs are exported for, at least (DAVIS: <= 8)
 FLAT_TOLERANCE_MB = 4.0                # memory trace: "flat" if |last - first| <= max(this, 1 % of first)
@@ -200,16 +200,11 @@ def machine_info() -> dict:
 
 # -- the worker: one backend in one process ----------------------------------------------------------
 def _worker_backend(spec: dict):
-    name = spec["backend"]
-    if name == "onnxruntime":
-        from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
-        provider = spec["provider"] or ("cuda" if spec["device"].startswith("cuda") else "cpu")
-        return OnnxRuntimeBackend(spec["model_dir"], provider=provider, threads=spec["threads"],
-                                  opt_level=spec["opt_level"])
-    from s3rt.runtime.backends import make_backend
-    return make_backend(name, config=spec["config"], weights=spec["weights"], model_dir=spec["model_dir"],
-                        device=spec["device"], provider=spec["provider"], threads=spec["threads"], seed=spec["seed"],
-                        plugin_libs=spec.get("plugin_libs", ()))
+    from s3rt.runtime.backends.registry import BackendRequest, build_backend
+    return build_backend(BackendRequest(spec["backend"], config=spec["config"], weights=spec["weights"],
+                                        seed=spec["seed"], model_dir=spec["model_dir"], device=spec["device"],
+                                        provider=spec["provider"], threads=spec["threads"],
+                                        opt_level=spec["opt_level"], plugin_libs=tuple(spec.get("plugin_libs", ()))))
 
 
 def _memory_summary(frames: list[int], rss: list[float], every: int) -> dict:
@@ -252,8 +247,7 @@ def run_worker(spec: dict) -> dict:
     timed.open()
     open_s = time.perf_counter() - t_open
     try:
-        settings = InferenceConfig(**spec["settings"]) if name == "torch" else None
-        tracker = Tracker(timed, settings, max_short_side=None)
+        tracker = Tracker(timed, timed.tracker_settings(InferenceConfig(**spec["settings"])), max_short_side=None)
         cuda = torch is not None and spec["device"].startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats()

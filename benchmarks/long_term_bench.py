@@ -102,7 +102,7 @@ def run_long_term_bench(o: LongTermBenchOptions) -> dict:
                 s = _settings(o, mode == "long_term")
                 be = _backend(o, name, s, Path(tmp) / name).open()
                 backends.append(be)
-                trackers[mode] = Tracker(be, s if name == "torch" else None, max_short_side=None)
+                trackers[mode] = Tracker(be, be.tracker_settings(s), max_short_side=None)
             lat = {m: [] for m in trackers}
             state = {m: [] for m in trackers}
             events = {"consolidate": 0, "prune": 0}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from s3rt.configs import InferenceConfig, ModelConfig
-from s3rt.errors import StateError
+from s3rt.errors import ConfigError, StateError
 
 if TYPE_CHECKING:
     from s3rt.runtime.manifest import Manifest
@@ -28,6 +28,9 @@ class Backend(ABC):
     """Subclasses implement `_open`, `run`, `empty`; array ops default to numpy-like semantics."""
 
     name: str = "base"
+    # may run() be called from several threads at once (one tracker per thread)? The serving
+    # manager serialises graph calls on backends that say no (TensorRT: one execution context).
+    thread_safe: bool = False
 
     def __init__(self) -> None:
         self._opened = False
@@ -79,6 +82,11 @@ class Backend(ABC):
     def top_k(self) -> int | None:
         """top-k baked into the readout graph (None: the tracker's setting is used)."""
         return None
+
+    def tracker_settings(self, requested: InferenceConfig | None) -> InferenceConfig | None:
+        """What a Tracker on this backend is given when a user asked for `requested` (CLI loop
+        flags, node parameters): a backend that builds its graphs per run honours them."""
+        return requested
 
     # -- graphs and memory -----------------------------------------------------------------------
     @abstractmethod
@@ -140,3 +148,15 @@ class ExportedGraphsBackend(Backend):
     @property
     def top_k(self) -> int:
         return self.manifest.settings.top_k
+
+    def tracker_settings(self, requested: InferenceConfig | None) -> None:
+        """None: exported graphs run the memory settings they were exported with (the tracker
+        reads them from `capacity` when it opens the backend); asking for other long-term
+        settings than the export's is a ConfigError, since graphs cannot change them."""
+        wanted = requested.long_term if requested is not None else None
+        exported = self.manifest.settings.long_term
+        if wanted is not None and wanted != exported:
+            raise ConfigError(f"--long-term/--lt-* ask for {wanted}, but the graphs in {self.model_dir} were "
+                              f"exported with long_term={exported}; re-export with 's3rt export --long-term ...' "
+                              "(graph backends run the export's memory settings)")
+        return None

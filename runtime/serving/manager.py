@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 TrackerFactory = Callable[[], Tracker]
 
-# backends whose run() may be called from several streams' threads at once
-CONCURRENT_BACKENDS = ("onnxruntime", "torch")
-
 
 @dataclass(frozen=True)
 class ServingLimits:
@@ -51,7 +48,7 @@ class SessionManager:
     """Opens, finds, reaps and closes streams. Thread-safe."""
 
     def __init__(self, make_tracker: TrackerFactory, limits: ServingLimits | None = None, *,
-                 defaults: StreamOptions | None = None, backend_name: str = "onnxruntime",
+                 defaults: StreamOptions | None = None, thread_safe: bool = True,
                  on_output: Callable[[StreamSession, Output], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.make_tracker = make_tracker
@@ -62,7 +59,8 @@ class SessionManager:
         self._lock = threading.Lock()
         self._streams: dict[str, StreamSession] = {}
         self._ids = itertools.count(1)
-        self._infer_lock: Any = None if backend_name in CONCURRENT_BACKENDS else threading.Lock()
+        # graph calls of a backend that is not thread-safe (Backend.thread_safe) are serialised
+        self._infer_lock: Any = None if thread_safe else threading.Lock()
         self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
         self.shutting_down = False

@@ -21,7 +21,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from s3rt.cli.main import add_verbosity
+from s3rt.cli.common import add_verbose
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
     from s3rt.cli.common import add_plugin_lib
     add_plugin_lib(parser)
-    add_verbosity(parser)
+    add_verbose(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from s3rt.configs import InferenceConfig, list_configs
+
+if TYPE_CHECKING:
+    from s3rt.runtime.backends.base import Backend
+    from s3rt.runtime.tracker import Tracker
+
+log = logging.getLogger("s3rt.cli")
 
 
 def add_model_args(p: argparse.ArgumentParser, *, graphs: bool = True) -> None:
@@ -20,7 +29,8 @@ def add_model_args(p: argparse.ArgumentParser, *, graphs: bool = True) -> None:
 
 def add_backend_args(p: argparse.ArgumentParser, *, default: str = "torch") -> None:
     g = p.add_argument_group("backend")
-    g.add_argument("--backend", default=default, choices=("torch", "onnxruntime", "tensorrt"),
+    from s3rt.runtime.backends.registry import BACKENDS
+    g.add_argument("--backend", default=default, choices=BACKENDS,
                    help=f"what runs the graphs (default {default})")
     g.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:i] (default cpu)")
     g.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"),
@@ -104,4 +114,31 @@ def add_plugin_lib(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None
 
 
 def add_verbose(p: argparse.ArgumentParser) -> None:
+    """-v/--verbose, read by s3rt.cli.main (log level, tracebacks) for every subcommand."""
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; full tracebacks on errors")
+
+
+def backend_from_args(args: argparse.Namespace) -> "tuple[Backend, list[str]]":
+    """The (unopened) backend the model and backend argument groups ask for, and notes for the
+    run's report (a torch model on random weights). Every command that takes these groups
+    builds its backend here, through the registry's one builder."""
+    from s3rt.runtime.backends.registry import BackendRequest, build_backend
+    backend = build_backend(BackendRequest(
+        args.backend, config=args.config, weights=args.weights, seed=args.seed, model_dir=args.model,
+        device=args.device, provider=args.provider, threads=args.threads, precision=args.precision,
+        plugin_libs=tuple(args.plugin_lib), host_buffers=args.ort_host_buffers))
+    notes = []
+    if args.backend == "torch" and args.weights is None:
+        msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "
+               "(useful only to test the pipeline and measure speed)")
+        log.warning(msg)
+        notes.append(msg)
+    return backend, notes
+
+
+def tracker_factory_from_args(args: argparse.Namespace, backend: "Backend") -> "Callable[[], Tracker]":
+    """New trackers on `backend` with the loop settings the flags ask for, as far as the backend
+    takes them (exported graphs run their export's settings: Backend.tracker_settings)."""
+    from s3rt.runtime.tracker import Tracker
+    settings = backend.tracker_settings(loop_settings(args))
+    return lambda: Tracker(backend, settings, max_short_side=args.size or None)

@@ -21,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 
-from s3rt.cli.main import add_verbosity
+from s3rt.cli.common import add_verbose
 from s3rt.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--sequences", metavar="A,B",
                         help="comma-separated sequences to score (default: every sequence folder in --gt)")
     parser.add_argument("--json", metavar="OUT", help="also write all results as JSON to OUT")
-    add_verbosity(parser)
+    add_verbose(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -35,10 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_verbosity(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -27,7 +27,8 @@ import json
 import logging
 from pathlib import Path
 
-from s3rt.cli.common import add_backend_args, add_plugin_lib, add_loop_args, add_model_args, add_verbose
+from s3rt.cli.common import (add_backend_args, add_loop_args, add_model_args, add_plugin_lib, add_verbose,
+                             backend_from_args, tracker_factory_from_args)
 from s3rt.errors import ConfigError, InputError
 
 log = logging.getLogger("s3rt.replay")
@@ -107,7 +108,6 @@ def _prompt(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from s3rt.cli.run import _backend, _tracker_factory
     from s3rt.runtime.serving.ros.bag import ImageTopicReader, ResultBagWriter
     from s3rt.runtime.serving.ros.core_session import CoreSession
     from s3rt.runtime.serving.ros.bag_replay import ReplayReport, replay
@@ -119,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or (args.deadline_ms is not None and args.deadline_ms <= 0):
         raise ConfigError(f"--rate and --deadline-ms must be > 0, got {args.rate} and {args.deadline_ms}")
     reader = ImageTopicReader(args.bag, args.image_topic)
-    backend, notes = _backend(args)
+    backend, notes = backend_from_args(args)
     report = ReplayReport()
     try:
         with backend, ResultBagWriter(args.out_bag, storage=args.storage or reader.storage, mask_topic=args.mask_topic,
                                       detections_topic=args.detections_topic, timing_topic=args.timing_topic) as writer:
-            session = CoreSession.open(_tracker_factory(args, backend)(), realtime=args.realtime,
+            session = CoreSession.open(tracker_factory_from_args(args, backend)(), realtime=args.realtime,
                                        deadline_ms=args.deadline_ms)
             from tqdm import tqdm
             try:

@@ -27,7 +27,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from s3rt.cli.common import add_backend_args, add_loop_args, add_model_args, add_verbose, loop_settings
+from s3rt.cli.common import (add_backend_args, add_loop_args, add_model_args, add_verbose, backend_from_args,
+                             tracker_factory_from_args)
 from s3rt.errors import ConfigError
 
 log = logging.getLogger("s3rt.run")
@@ -95,48 +96,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--mask is required: the first frame's index mask (or use --dataset ROOT)")
     if args.dataset is not None and args.memory_report is not None:
         raise ConfigError("--memory-report is for one clip; drop it with --dataset")
-    backend, notes = _backend(args)
+    backend, notes = backend_from_args(args)
     if args.dataset is not None:
         return _run_dataset(args, backend, notes)
     return _run_clip(args, backend, notes)
-
-
-def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
-    from s3rt.runtime.backends import make_backend
-
-    if args.backend == "torch" and args.config is None and args.model is None:
-        raise ConfigError("choose a model: --config NAME [--weights W] for the torch backend")
-    config = args.config
-    if args.backend == "torch" and config is None:
-        from s3rt.runtime.manifest import load_manifest
-        config = load_manifest(args.model).model.name
-    backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
-                           device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
-                           precision=args.precision, plugin_libs=args.plugin_lib,
-                           host_buffers=args.ort_host_buffers)
-    notes = []
-    if args.backend == "torch" and args.weights is None:
-        msg = ("no --weights given: running on seeded random weights, so the masks are meaningless "
-               "(useful only to test the pipeline and measure speed)")
-        log.warning(msg)
-        notes.append(msg)
-    return backend, notes
-
-
-def _tracker_factory(args: argparse.Namespace, backend: object):
-    from s3rt.runtime.tracker import Tracker
-
-    settings = loop_settings(args) if args.backend == "torch" else None   # graphs carry their own
-    if settings is None:
-        from s3rt.cli.common import long_term_settings
-        from s3rt.runtime.manifest import load_manifest
-        wanted = long_term_settings(args)
-        exported = load_manifest(args.model).settings.long_term if wanted is not None else None
-        if wanted is not None and wanted != exported:
-            raise ConfigError(f"--long-term/--lt-* ask for {wanted}, but the graphs in {args.model} were exported "
-                              f"with long_term={exported}; re-export with 's3rt export --long-term ...' (graph "
-                              "backends run the export's memory settings)")
-    return lambda: Tracker(backend, settings, max_short_side=args.size or None)
 
 
 def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
@@ -148,7 +111,7 @@ def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:
                          rosbag=args.rosbag, image_topic=args.image_topic)
     first_mask, palette = read_mask(args.mask)
     with backend:
-        tracker = _tracker_factory(args, backend)()
+        tracker = tracker_factory_from_args(args, backend)()
         overlay = None
         if args.overlay:
             from s3rt.runtime.io.sources import OverlayWriter
@@ -196,7 +159,7 @@ def _run_dataset(args: argparse.Namespace, backend, notes: list[str]) -> int:
     sequences = list(iter_dataset(args.dataset, args.split, sequences=wanted))
     log.info("%d sequences from %s%s", len(sequences), args.dataset, f" (split {args.split})" if args.split else "")
     with backend:
-        report = run_dataset(_tracker_factory(args, backend), sequences, args.out, dataset=args.dataset,
+        report = run_dataset(tracker_factory_from_args(args, backend), sequences, args.out, dataset=args.dataset,
                              split=args.split, max_frames=args.max_frames, save_probs=args.save_probs,
                              resize_masks=args.resize_masks, progress=not args.no_progress)
     report.notes += notes

@@ -20,7 +20,7 @@ import signal
 import threading
 from pathlib import Path
 
-from s3rt.cli.common import add_backend_args, add_plugin_lib, add_model_args, add_verbose
+from s3rt.cli.common import add_backend_args, add_model_args, add_plugin_lib, add_verbose, backend_from_args
 from s3rt.errors import ConfigError
 
 log = logging.getLogger("s3rt.runtime.serving.grpc")
@@ -76,7 +76,6 @@ class JsonFormatter(logging.Formatter):
 
 
 def run(args: argparse.Namespace) -> int:
-    from s3rt.runtime.backends import make_backend
     from s3rt.runtime.serving import ServingLimits, StreamOptions
     from s3rt.runtime.serving.grpc.server import ServerConfig, build_server
 
@@ -91,14 +90,7 @@ def run(args: argparse.Namespace) -> int:
         token = Path(args.token_file).read_text().splitlines()[0].strip()
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None and args.tls_cert is None:
         log.warning("binding %s without --token or TLS: anyone who can reach the port can use the model", args.host)
-    config = args.config
-    if args.backend == "torch" and config is None and args.model:
-        from s3rt.runtime.manifest import load_manifest
-        config = load_manifest(args.model).model.name
-    backend = make_backend(args.backend, config=config, weights=args.weights, model_dir=args.model,
-                           device=args.device, provider=args.provider, threads=args.threads, seed=args.seed,
-                           precision=args.precision, plugin_libs=args.plugin_lib,
-                           host_buffers=args.ort_host_buffers)
+    backend, _ = backend_from_args(args)
     read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
     cfg = ServerConfig(host=args.host, port=args.port, max_frame_bytes=int(args.max_frame_mb * (1 << 20)), token=token,
                        tls_cert=read(args.tls_cert), tls_key=read(args.tls_key), tls_client_ca=read(args.tls_client_ca))

@@ -53,6 +53,7 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
     provider, CUDA device arrays on GPU `device` for the CUDA/TensorRT providers."""
 
     name = "onnxruntime"
+    thread_safe = True      # InferenceSession runs are thread-safe; IO bindings are per buffer address (per tracker)
 
     def __init__(self, model_dir: str | Path, *, provider: str = "cpu", threads: int | None = None,
                  opt_level: str = "all", io_binding: bool = True, allow_cpu_fallback: bool = False,

@@ -23,6 +23,7 @@ class TorchBackend(Backend):
     """Runs the subgraph methods of s3rt.export's S3Model; the tracker's buffers are tensors."""
 
     name = "torch"
+    thread_safe = True      # eager modules hold no per-call state; torch releases the GIL in kernels
 
     def __init__(self, config: str | ModelConfig, *, weights: str | Path | None = None, device: str = "cpu",
                  seed: int = 0, model: Any = None, fused_kernel: bool = True, precision: str = "fp32") -> None:

@@ -66,6 +66,7 @@ class TensorRTBackend(ExportedGraphsBackend):
     """
 
     name = "tensorrt"
+    thread_safe = False     # one execution context and stream per graph: calls must not overlap
 
     def __init__(self, model_dir: str | Path, *, engine_dir: str | Path | None = None, device: int = 0,
                  precision: str | None = None, check_onnx: bool = True, allow_other_gpu: bool = False,

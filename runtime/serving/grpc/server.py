@@ -275,7 +275,8 @@ def build_server(backend: Any, *, limits: ServingLimits | None = None, defaults:
     from s3rt.runtime.serving import tracker_factory
     factory = tracker_factory(backend, max_short_side=max_short_side)
     metrics_holder: list[ServerMetrics] = []
-    manager = SessionManager(factory, limits, defaults=defaults, backend_name=getattr(backend, "name", ""),
+    manager = SessionManager(factory, limits, defaults=defaults,
+                             thread_safe=getattr(backend, "thread_safe", False),
                              on_output=lambda s, o: metrics_holder[0].observe(s, o) if metrics_holder else None)
     metrics = ServerMetrics(manager)
     metrics_holder.append(metrics)

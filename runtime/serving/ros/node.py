@@ -28,15 +28,13 @@ SessionFactory = Callable[[NodeParams], Session]
 def default_session(params: NodeParams) -> Session:
     """The model of `params` on its backend, behind a real-time core stream (as a gRPC stream)."""
     from s3rt.configs import InferenceConfig
-    from s3rt.runtime.backends import make_backend
-    from s3rt.runtime.manifest import load_manifest
+    from s3rt.runtime.backends.registry import BackendRequest, build_backend
     from s3rt.runtime.serving.ros.core_session import CoreSession
     from s3rt.runtime.tracker import Tracker
 
-    config = load_manifest(params.model_dir).model.name if params.backend == "torch" else None
-    backend = make_backend(params.backend, config=config, model_dir=params.model_dir, device=params.device,
-                           threads=params.threads or None)
-    settings = InferenceConfig(max_objects=params.max_objects) if params.backend == "torch" else None
+    backend = build_backend(BackendRequest(params.backend, model_dir=params.model_dir, device=params.device,
+                                           threads=params.threads or None))
+    settings = backend.tracker_settings(InferenceConfig(max_objects=params.max_objects))
     return CoreSession.open(Tracker(backend, settings), realtime=True, deadline_ms=params.deadline_ms or None,
                             max_objects=params.max_objects, owns_backend=True)
 

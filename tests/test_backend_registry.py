@@ -96,3 +96,43 @@ def test_run_cli_refuses_long_term_the_graphs_lack(tmp_path, ros_tiny_model, blo
                  "--no-progress"])
     assert code == 1 and not (tmp_path / "out").exists()
     assert "were exported with long_term=None" in capsys.readouterr().err
+
+
+# -- the CLI is a shell over library code ----------------------------------------------------------------
+def _imports(path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import statement in a source file, lazy ones included."""
+    import ast
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            out.append((node.module or "", [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+    return out
+
+
+def test_cli_and_training_import_no_benchmarks_and_no_private_cli_helpers():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "s3rt" / "cli").glob("*.py")) + sorted((root / "training").glob("*.py"))
+    allowed = {"s3rt/cli/bench.py"}          # `s3rt bench` drives the benchmarks by design
+    bad = []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        for module, names in _imports(f):
+            if module.startswith("s3rt.benchmarks") and rel not in allowed:
+                bad.append(f"{rel}: {module}")
+            if module.startswith("s3rt.cli.") and any(n.startswith("_") for n in names):
+                bad.append(f"{rel}: {module} {names}")
+    assert not bad
+
+
+def test_library_rooms_import_without_torch():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import s3rt.runtime.backends.registry, s3rt.runtime.evaluation.davis, "
+            "s3rt.runtime.evaluation.agreement, s3rt.cli.common, s3rt.cli.eval, s3rt.cli.demo, s3rt.cli.replay\n"
+            "assert sys.modules['torch'] is None\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

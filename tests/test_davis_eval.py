@@ -1,4 +1,4 @@
-"""s3rt.benchmarks.davis_eval against a loop-based re-statement of the official DAVIS-2017 tool.
+"""s3rt.runtime.evaluation.davis against a loop-based re-statement of the official DAVIS-2017 tool.
 
 The oracle below follows davisvideochallenge/davis2017-evaluation (davis.py, results.py,
 evaluation.py, metrics.py, utils.py, evaluation_method.py) step by step: per object, per frame,
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s3rt.benchmarks import davis_eval as de
+from s3rt.runtime.evaluation import davis as de
 from s3rt.cli.main import main
 from s3rt.errors import InputError, ObjectIdError, S3rtError, ShapeError
 

@@ -54,7 +54,7 @@ def track(make_tracker: Callable[[], object], clip: Clip) -> tuple[np.ndarray, l
 def jf_score(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> dict[str, float]:
     """DAVIS semi-supervised J, F and J&F over clips (first and last frame not scored), as the
     official tool averages: per object means, then the mean over all objects of all clips."""
-    from s3rt.benchmarks.davis_eval import db_statistics, evaluate_sequence
+    from s3rt.runtime.evaluation.davis import db_statistics, evaluate_sequence
 
     j_all, f_all = [], []
     for i, (gt, pred) in enumerate(zip(gts, preds)):

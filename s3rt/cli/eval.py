@@ -11,7 +11,7 @@ a prediction PNG is needed for every ground-truth frame except the first and the
   s3rt eval --pred results/ --gt DAVIS/Annotations/480p --sequences bike-packing,blackswan --json jf.json
 
 Prints a markdown table (global J&F, J and F mean/recall/decay, then per-sequence means) and,
-with --json, writes all numbers including per-object means (schema: s3rt.benchmarks.davis_eval).
+with --json, writes all numbers including per-object means (schema: s3rt.runtime.evaluation.davis).
 """
 
 from __future__ import annotations
@@ -43,35 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4f}"
-
-
-def format_table(res: dict) -> str:
-    """Markdown: the global row, then one row per sequence (means over its objects)."""
-    j, f = res["J"], res["F"]
-    lines = [
-        "| J&F | J-Mean | J-Recall | J-Decay | F-Mean | F-Recall | F-Decay |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        "| " + " | ".join(_fmt(v) for v in (res["J&F"], j["mean"], j["recall"], j["decay"],
-                                              f["mean"], f["recall"], f["decay"])) + " |",
-        "",
-        "| sequence | objects | J&F | J-Mean | F-Mean |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for seq, objs in res["sequences"].items():
-        if objs:
-            jm = sum(o["J"] for o in objs.values()) / len(objs)
-            fm = sum(o["F"] for o in objs.values()) / len(objs)
-            cells = [_fmt((jm + fm) / 2), _fmt(jm), _fmt(fm)]
-        else:
-            cells = ["-", "-", "-"]
-        lines.append(f"| {seq} | {len(objs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    from s3rt.benchmarks.davis_eval import evaluate_davis
+    from s3rt.runtime.evaluation.davis import evaluate_davis, format_table
 
     sequences = None
     if args.sequences is not None:

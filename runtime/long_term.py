@@ -1,7 +1,7 @@
 """Long-term memory of the tracker (LONG_TERM_MEMORY.md §3-§7, fixed-capacity form of §9), torch-free.
 
-The tracker's slot store keeps the working memory (a bucket = its permanent slot + an ordered
-list of working slots). This module adds, for every bucket, a long-term store of at most L
+The tracker's SlotStore (runtime/slot_store.py, handed to this class) keeps the working memory
+(a bucket = its permanent slot + an ordered list of working slots). This module adds, for every bucket, a long-term store of at most L
 tokens in fixed backend buffers (lt_key (NB,Ck,L), lt_shrinkage (NB,1,L), lt_value (N,Cv,L) row
 = object, lt_valid (NB,L)), the usage counters, and the two operations that change it:
 
@@ -26,15 +26,14 @@ Symbols: NB buckets, S slots, P tokens per slot, T = S*P, L = lt max tokens, K =
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from s3rt.long_term_config import LongTermConfig
-
-if TYPE_CHECKING:
-    from s3rt.runtime.tracker import Tracker
+from s3rt.runtime.backends.base import Array, Backend
+from s3rt.runtime.slot_store import SlotStore
 
 LIFE_INIT = np.float32(1e-7)      # the reference's initial "life" of a token (u = use / life)
 
@@ -156,29 +155,39 @@ class UsageCounters:
 
 
 class LongTermMemory:
-    """The tracker's long-term stores and counters; the tracker calls these hooks."""
+    """The tracker's long-term stores and counters; the tracker calls these hooks.
 
-    def __init__(self, tracker: "Tracker", lt: LongTermConfig) -> None:
-        self.tr = tracker
+    Given explicitly by the tracker that owns them: the backend, the slot store (whose buckets'
+    oldest working slots consolidation retires), the tracker's buffers by contract name (the
+    lt_* state, usage, selection and the lt graphs' inputs/outputs) and `run_graph(name)`, which
+    runs a graph on the tracker's live rows and buckets.
+    """
+
+    def __init__(self, lt: LongTermConfig, *, backend: Backend, store: SlotStore, buffers: Mapping[str, Array],
+                 run_graph: Callable[[str], None], tokens: int, top_k: int) -> None:
+        self.backend = backend
+        self.store = store
+        self.buffers = buffers
+        self.run_graph = run_graph
         self.cfg = lt
-        st = tracker.settings
-        self.tokens = tracker.graph_geo.tokens
-        lt.check_tokens(self.tokens, tracker.top_k)
-        self.counters = UsageCounters(lt, st.max_buckets, tracker.slots, self.tokens)
-        b = tracker._buffers
+        self.tokens = tokens
+        lt.check_tokens(tokens, top_k)
+        self.counters = UsageCounters(lt, store.max_buckets, store.slots, tokens)
+        b = buffers
         self.lt_key, self.lt_shrinkage, self.lt_value = b["lt_key"], b["lt_shrinkage"], b["lt_value"]
         self.lt_valid, self.usage = b["lt_valid"], b["usage"]
         self.mem_selection = b["mem_selection"]
-        Nc = lt.candidates(self.tokens)
+        Nc = lt.candidates(tokens)
         self._candidates_host = np.zeros(Nc, np.int64)
-        self._survivors_host = np.tile(np.arange(max(lt.keep_after_prune, 1), dtype=np.int64), (st.max_buckets, 1))
+        self._survivors_host = np.tile(np.arange(max(lt.keep_after_prune, 1), dtype=np.int64),
+                                       (store.max_buckets, 1))
         self.events: list[LongTermEvent] = []      # events of the current step (cleared per step)
         self.counts = {"consolidate": 0, "prune": 0}   # since reset (bounded: no event history kept)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def reset(self) -> None:
         for buf in (self.lt_key, self.lt_shrinkage, self.lt_value, self.lt_valid, self.mem_selection):
-            self.tr.backend.fill_(buf, 0)
+            self.backend.fill_(buf, 0)
         for b in range(self.counters.lt_len.shape[0]):
             self.counters.clear_bucket(b)
         self.events.clear()
@@ -194,74 +203,64 @@ class LongTermMemory:
     # -- readout ----------------------------------------------------------------------------------
     def after_readout(self, nb: int) -> None:
         """Credit the readout's usage (NB, L + T) to every bucket's counters (spec §5.4)."""
-        usage = self.tr.backend.to_host(self.usage[:nb])
-        for bi, bucket in enumerate(self.tr._buckets[:nb]):
-            self.counters.add_readout(bi, usage[bi], list(bucket.fifo))
+        usage = self.backend.to_host(self.usage[:nb])
+        for bi in range(min(nb, self.store.bucket_count)):
+            self.counters.add_readout(bi, usage[bi], self.store.working_slots(bi))
 
     # -- writes -----------------------------------------------------------------------------------
     def after_write(self, slot: int | None, frame: int) -> None:
         """Selection of the new frame, fresh counters, then trigger / prune / consolidate (§6.1-§6.4)."""
-        tr = self.tr
         if slot is None:
             return
-        P = self.tokens
-        tr.backend.copy_(self.mem_selection[:, :, slot * P:(slot + 1) * P], tr._buffers["selection"])
-        for bi, bucket in enumerate(tr._buckets):
-            if bucket.fifo and bucket.fifo[-1] == slot:
+        P, store = self.tokens, self.store
+        self.backend.copy_(self.mem_selection[:, :, slot * P:(slot + 1) * P], self.buffers["selection"])
+        for bi in range(store.bucket_count):
+            working = store.working_slots(bi)
+            if working and working[-1] == slot:
                 self.counters.reset_slot(bi, slot)
         changed = False
-        for bi, bucket in enumerate(tr._buckets):        # creation order
-            if len(bucket.fifo) >= self.cfg.work_frames_max:
+        for bi in range(store.bucket_count):             # creation order
+            if store.working_count(bi) >= self.cfg.work_frames_max:
                 if self.lt_len(bi) >= self.cfg.max_num_tokens - self.cfg.num_prototypes:
                     self._prune(bi, frame)
                 self._consolidate(bi, frame)
                 changed = True
         if changed:
-            tr.backend.upload(tr.bucket_valid, tr._valid_host)
-            tr.backend.upload(self.lt_valid, self.counters.lt_valid)
-
-    def _rows_of(self, bi: int) -> list[int]:
-        return [r for r, b in enumerate(self.tr._row_bucket) if b == bi]
+            self.backend.upload(self.buffers["bucket_valid"], store.valid)
+            self.backend.upload(self.lt_valid, self.counters.lt_valid)
 
     def _consolidate(self, bi: int, frame: int) -> None:
-        tr, cfg, P = self.tr, self.cfg, self.tokens
-        bucket = tr._buckets[bi]
-        slots = [bucket.fifo[i] for i in range(cfg.consolidated_frames)]           # oldest first
+        cfg, P, be, b = self.cfg, self.tokens, self.backend, self.buffers
+        slots = self.store.working_slots(bi)[:cfg.consolidated_frames]              # oldest first
         for i, s in enumerate(slots):
             self._candidates_host[i * P:(i + 1) * P] = np.arange(s * P, (s + 1) * P)
         uc = self.counters.working_usage(bi, slots)                                 # (Nc,)
         chosen = top_by_usage(uc, cfg.num_prototypes)
-        tr.backend.upload(tr._buffers["candidate_index"], self._candidates_host)
-        tr.backend.upload(tr._buffers["prototype_index"], chosen)
-        n, nb = len(tr._ids), len(tr._buckets)
-        tr._call("lt_consolidate", n, nb)
+        be.upload(b["candidate_index"], self._candidates_host)
+        be.upload(b["prototype_index"], chosen)
+        self.run_graph("lt_consolidate")
         before = self.lt_len(bi)
         pos = self.counters.append_prototypes(bi)
-        b = tr._buffers
-        tr.backend.copy_(self.lt_key[bi, :, pos], b["proto_key"][0])
-        tr.backend.copy_(self.lt_shrinkage[bi, :, pos], b["proto_shrinkage"][0])
-        for row in self._rows_of(bi):
-            tr.backend.copy_(self.lt_value[row, :, pos], b["proto_value"][row])
-        for s in slots:                                         # the candidates leave working memory
-            bucket.fifo.popleft()
-            tr._valid_host[bi, s] = False
+        be.copy_(self.lt_key[bi, :, pos], b["proto_key"][0])
+        be.copy_(self.lt_shrinkage[bi, :, pos], b["proto_shrinkage"][0])
+        for row in self.store.rows_of(bi):
+            be.copy_(self.lt_value[row, :, pos], b["proto_value"][row])
+        self.store.retire_oldest(bi, len(slots))               # the candidates leave working memory
         self._record(LongTermEvent(frame, bi, "consolidate", before, self.lt_len(bi),
                                    boundary_gap(uc, cfg.num_prototypes), float(uc[chosen[-1]])))
 
     def _prune(self, bi: int, frame: int) -> None:
-        tr, keep = self.tr, self.cfg.keep_after_prune
+        keep, be, b = self.cfg.keep_after_prune, self.backend, self.buffers
         before = self.lt_len(bi)
         surv, gap, kth = self.counters.prune(bi)
         if keep:
             self._survivors_host[bi] = surv
-            tr.backend.upload(tr._buffers["survivor_index"], self._survivors_host)
-            n, nb = len(tr._ids), len(tr._buckets)
-            tr._call("lt_prune", n, nb)
-            b = tr._buffers
-            tr.backend.copy_(self.lt_key[bi, :, :keep], b["pruned_key"][bi])
-            tr.backend.copy_(self.lt_shrinkage[bi, :, :keep], b["pruned_shrinkage"][bi])
-            for row in self._rows_of(bi):
-                tr.backend.copy_(self.lt_value[row, :, :keep], b["pruned_value"][row])
+            be.upload(b["survivor_index"], self._survivors_host)
+            self.run_graph("lt_prune")
+            be.copy_(self.lt_key[bi, :, :keep], b["pruned_key"][bi])
+            be.copy_(self.lt_shrinkage[bi, :, :keep], b["pruned_shrinkage"][bi])
+            for row in self.store.rows_of(bi):
+                be.copy_(self.lt_value[row, :, :keep], b["pruned_value"][row])
             self._survivors_host[bi] = np.arange(keep)
         self._record(LongTermEvent(frame, bi, "prune", before, keep, gap, kth))
 
@@ -273,22 +272,21 @@ class LongTermMemory:
     def clear_bucket(self, bi: int) -> None:
         """A new bucket at index bi: no long-term tokens, fresh counters."""
         self.counters.clear_bucket(bi)
-        self.tr.backend.upload(self.lt_valid, self.counters.lt_valid)
+        self.backend.upload(self.lt_valid, self.counters.lt_valid)
 
     def compact_buckets(self, used: list[int]) -> None:
         """Buckets `used` (old indices, ascending) become 0..len(used)-1; the rest are freed (§7.2)."""
-        tr = self.tr
         for new, old in enumerate(used):
             if new != old:
                 self.counters.move_bucket(old, new)
-                tr.backend.copy_(self.lt_key[new], self.lt_key[old])
-                tr.backend.copy_(self.lt_shrinkage[new], self.lt_shrinkage[old])
+                self.backend.copy_(self.lt_key[new], self.lt_key[old])
+                self.backend.copy_(self.lt_shrinkage[new], self.lt_shrinkage[old])
         for b in range(len(used), self.counters.lt_len.shape[0]):
             self.counters.clear_bucket(b)
-        tr.backend.upload(self.lt_valid, self.counters.lt_valid)
+        self.backend.upload(self.lt_valid, self.counters.lt_valid)
 
     def move_row(self, src: int, dst: int) -> None:
-        self.tr.backend.copy_(self.lt_value[dst], self.lt_value[src])
+        self.backend.copy_(self.lt_value[dst], self.lt_value[src])
 
     def clear_row(self, row: int) -> None:
-        self.tr.backend.fill_(self.lt_value[row], 0)
+        self.backend.fill_(self.lt_value[row], 0)

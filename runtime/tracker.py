@@ -3,7 +3,8 @@
 All state is allocated once, at capacity, through the backend (so it lives on the backend's
 device) and updated in place: memory slots (permanent slot per bucket + a FIFO ring), per-bucket
 validity, sensory memory, object memory running sums and the last probabilities. Nothing is
-allocated per frame after warm-up.
+allocated per frame after warm-up. Which slot holds what is the SlotStore's bookkeeping (host
+side); the tracker owns it and hands it to long-term memory.
 
 Symbols: N objects (rows 0..N-1, N <= N_max), NB buckets, S slots, P = h*w tokens per slot,
 H x W padded size.
@@ -12,8 +13,9 @@ H x W padded size.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from s3rt.runtime.contract import Geometry, GraphSpec, TensorSpec, graph_specs
 from s3rt.runtime.long_term import LongTermEvent, LongTermMemory
 from s3rt.runtime.preprocess import (FrameGeometry, aggregate_probabilities, crop_probabilities,
                                      prepare_image, prepare_index_mask)
+from s3rt.runtime.slot_store import SlotStore
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +45,6 @@ class FrameResult:
         """(H0, W0) argmax mapped back to object ids (0 = background)."""
         lut = np.array([0, *self.object_ids], dtype=np.int64)
         return lut[np.argmax(self.probabilities, axis=0)]
-
-
-@dataclass
-class _Bucket:
-    """Objects that first appeared on the same frame share a permanent memory frame."""
-
-    perm_slot: int
-    fifo: deque = field(default_factory=deque)   # FIFO ring slots valid for this bucket, oldest first
-    has_frame: bool = False                      # permanent slot written yet?
 
 
 class Tracker:
@@ -84,6 +78,8 @@ class Tracker:
         self._stagger = set(int(x) for x in stagger)
         self._allocated = False
         self._lt: LongTermMemory | None = None     # long-term memory (settings.long_term), made at allocation
+        # FIFO: max_mem_frames - 1 working frames per bucket; long-term: F_max (consolidation retires them)
+        self.slot_store = SlotStore(self.settings.max_buckets, self.slots, self.settings.work_frames)
         self.reset()
 
     # -- public API ------------------------------------------------------------------------------
@@ -92,9 +88,7 @@ class Tracker:
         self._t = 0
         self._last_mem_t = 0
         self._ids: list[int] = []               # row -> user object id
-        self._row_bucket: list[int] = []
-        self._buckets: list[_Bucket] = []
-        self._ring_next = 0
+        self.slot_store.reset()
         self._pending: tuple[np.ndarray, list[int] | None] | None = None
         if self._allocated and self._lt is not None:
             self._lt.reset()
@@ -102,7 +96,6 @@ class Tracker:
             for buf in (self.mem_key, self.mem_shrinkage, self.mem_value, self.sensory, self.object_memory,
                         self.probs, self.bucket_valid):
                 self.backend.fill_(buf, 0)
-            self._valid_host[:] = False
 
     @property
     def object_ids(self) -> list[int]:
@@ -115,7 +108,12 @@ class Tracker:
     @property
     def bucket_count(self) -> int:
         """Object groups in use (objects first given on distinct frames); capacity: settings.max_buckets."""
-        return len(self._buckets)
+        return self.slot_store.bucket_count
+
+    @property
+    def buffers(self) -> Mapping[str, Array]:
+        """The state and scratch buffers by contract name (empty before the first frame allocates them)."""
+        return MappingProxyType(self._buffers if self._allocated else {})
 
     def add_objects(self, mask: np.ndarray, ids: list[int] | None = None) -> None:
         """Give an index mask for the *next* frame passed to step() (new or re-annotated ids)."""
@@ -135,17 +133,11 @@ class Tracker:
         for row in range(len(keep), n_old):
             self._clear_row(row)
         self._ids = [self._ids[r] for r in keep]
-        self._row_bucket = [self._row_bucket[r] for r in keep]
-        used = sorted(set(self._row_bucket))
-        if len(used) != len(self._buckets):
-            remap = {old: new for new, old in enumerate(used)}
-            self._buckets = [self._buckets[b] for b in used]
-            self._row_bucket = [remap[b] for b in self._row_bucket]
-            self._valid_host[:len(used)] = self._valid_host[used]
-            self._valid_host[len(used):] = False
+        used = self.slot_store.keep_rows(keep)
+        if used is not None:                     # buckets left without objects were freed
             if self._lt is not None:
                 self._lt.compact_buckets(used)
-            self.backend.upload(self.bucket_valid, self._valid_host)
+            self.backend.upload(self.bucket_valid, self.slot_store.valid)
         if self._allocated:
             self._upload_object_bucket()
 
@@ -193,10 +185,11 @@ class Tracker:
     def memory_sizes(self) -> list[dict]:
         """Tokens per bucket now: permanent, working, long-term (LONG_TERM_MEMORY §10 trace)."""
         P = self.graph_geo.tokens if self._allocated else 0
-        return [{"bucket": bi, "objects": [i for i, r in zip(self._ids, self._row_bucket) if r == bi],
-                 "permanent": P if b.has_frame else 0, "working": len(b.fifo) * P,
+        store = self.slot_store
+        return [{"bucket": bi, "objects": [self._ids[r] for r in store.rows_of(bi)],
+                 "permanent": P if store.has_frame(bi) else 0, "working": store.working_count(bi) * P,
                  "long_term": self._lt.lt_len(bi) if self._lt is not None else 0}
-                for bi, b in enumerate(self._buckets)]
+                for bi in range(store.bucket_count)]
 
     @property
     def long_term_events(self) -> list[LongTermEvent]:
@@ -241,10 +234,11 @@ class Tracker:
         self.mem_key, self.mem_shrinkage, self.mem_value = b["mem_key"], b["mem_shrinkage"], b["mem_value"]
         self.bucket_valid, self.object_bucket = b["bucket_valid"], b["object_bucket"]
         self.sensory, self.object_memory = b["sensory"], b["object_memory"]
-        self._valid_host = np.zeros((self.settings.max_buckets, self.slots), bool)
         self._image_host = np.zeros((1, 3, H, W), np.float32)
         if self.settings.long_term is not None:
-            self._lt = LongTermMemory(self, self.settings.long_term)
+            self._lt = LongTermMemory(self.settings.long_term, backend=self.backend, store=self.slot_store,
+                                      buffers=self._buffers, run_graph=self._run_live,
+                                      tokens=self.graph_geo.tokens, top_k=self.top_k)
         self._allocated = True
         log.debug("allocated tracker state for %sx%s, %d slots, %d objects", H, W, self.slots, nmax)
 
@@ -273,12 +267,16 @@ class Tracker:
         outputs = {t.name: self._view(t.name, n, nb) for t in spec.outputs}
         self.backend.run(graph, inputs, outputs)
 
+    def _run_live(self, graph: str) -> None:
+        """Run `graph` on the live rows and buckets (long-term memory's graph calls)."""
+        self._call(graph, len(self._ids), self.slot_store.bucket_count)
+
     def _encode(self) -> None:
         self._call("encoder")
         self._call("spatial_semantic")
 
     def _segment(self, n: int, update_sensory: bool) -> None:
-        nb = len(self._buckets)
+        nb = self.slot_store.bucket_count
         prev = self.probs[:, 1:n + 1]
         self._call("memory_readout", n, nb, overrides={"prev_prob": prev})
         if self._lt is not None:
@@ -292,8 +290,9 @@ class Tracker:
         masks = self.probs[:, 1:n + 1]
         self._call("mask_encoder", n, overrides={"masks": masks})
         P = self.graph_geo.tokens
-        slot = self._claim_slot()
+        slot = self.slot_store.claim_slot()
         if slot is not None:
+            self.backend.upload(self.bucket_valid, self.slot_store.valid)
             span = slice(slot * P, (slot + 1) * P)
             self.backend.copy_(self.mem_key[:, :, span], self._buffers["key"])
             self.backend.copy_(self.mem_shrinkage[:, :, span], self._buffers["shrinkage"])
@@ -303,41 +302,6 @@ class Tracker:
         self.backend.copy_(self.sensory[:, :n], self._buffers["new_sensory"][:, :n])
         if self._lt is not None:
             self._lt.after_write(slot, self._t)
-
-    def _claim_slot(self) -> int | None:
-        """Pick the slot for this memory frame and update every bucket's validity (DESIGN).
-
-        A bucket's memory = its permanent first frame + its newest `max_mem_frames - 1` memory
-        frames. The frame that creates a bucket goes to that bucket's permanent slot (and is a
-        FIFO entry of the older buckets); any other frame goes to the next ring slot, which by
-        then has aged out of every bucket's FIFO.
-        """
-        fifo_len = self.settings.work_frames     # FIFO: max_mem_frames - 1; long-term: F_max (never evicts)
-        new = [b for b in self._buckets if not b.has_frame]
-        if len(new) > 1:
-            raise InternalError("two buckets waiting for their first frame")
-        if not new and fifo_len == 0:
-            return None
-        if fifo_len > 0:
-            for bi, bucket in enumerate(self._buckets):   # make room: this frame evicts the oldest
-                while bucket.has_frame and len(bucket.fifo) >= fifo_len:
-                    self._valid_host[bi, bucket.fifo.popleft()] = False
-        if new:
-            slot = new[0].perm_slot
-        else:
-            slot = self.settings.max_buckets + self._ring_next
-            self._ring_next = (self._ring_next + 1) % fifo_len
-            if self._valid_host[:, slot].any():
-                raise InternalError(f"ring slot {slot} reused while still valid")
-        for bi, bucket in enumerate(self._buckets):
-            if not bucket.has_frame:
-                bucket.has_frame = True
-                self._valid_host[bi, slot] = True
-            elif fifo_len > 0:
-                self._valid_host[bi, slot] = True
-                bucket.fifo.append(slot)
-        self.backend.upload(self.bucket_valid, self._valid_host)
-        return slot
 
     # -- internals: objects and masks ------------------------------------------------------------
     def _parse_mask(self, mask: np.ndarray, ids: list[int] | None) -> tuple[np.ndarray, list[int]]:
@@ -386,30 +350,22 @@ class Tracker:
         if len(self._ids) + len(new_ids) > nmax:
             raise CapacityError(f"tracking {len(self._ids)} objects, adding {len(new_ids)} would exceed "
                                 f"max_objects={nmax}; remove objects or raise --max-objects (re-export for graphs)")
-        if len(self._buckets) >= nbmax:
+        store = self.slot_store
+        if store.bucket_count >= nbmax:
             raise CapacityError(f"objects were added on {nbmax} different frames already (max_buckets={nbmax}); "
                                 "add objects together, remove old ones, or raise --max-buckets")
-        used = {b.perm_slot for b in self._buckets}
-        perm = next(s for s in range(nbmax) if s not in used)
-        # a permanent slot is never part of a FIFO, but a freed one may still be listed as FIFO of others
-        for bi, bucket in enumerate(self._buckets):
-            if perm in bucket.fifo:
-                bucket.fifo.remove(perm)
-                self._valid_host[bi, perm] = False
-        self._buckets.append(_Bucket(perm_slot=perm))
+        bucket = store.add_bucket()
         if self._lt is not None:
-            self._lt.clear_bucket(len(self._buckets) - 1)
+            self._lt.clear_bucket(bucket)
         for i in new_ids:
             row = len(self._ids)
             self._clear_row(row)
             self._ids.append(i)
-            self._row_bucket.append(len(self._buckets) - 1)
+            store.add_row(bucket)
         self._upload_object_bucket()
 
     def _upload_object_bucket(self) -> None:
-        host = np.zeros(self.settings.max_objects, np.int64)
-        host[:len(self._row_bucket)] = self._row_bucket
-        self.backend.upload(self.object_bucket, host)
+        self.backend.upload(self.object_bucket, self.slot_store.object_bucket(self.settings.max_objects))
 
     def _clear_row(self, row: int) -> None:
         for buf in (self.mem_value[row], self.sensory[:, row], self.object_memory[:, row], self.probs[:, row + 1]):

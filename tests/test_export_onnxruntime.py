@@ -95,10 +95,10 @@ def test_no_state_allocation_after_warm_up_on_onnxruntime(exported, blob_clip):
     tracker = Tracker(backend, max_short_side=None)
     tracker.step(frames[0], mask=mask)
     tracker.step(frames[1])
-    warm, addresses = len(calls), {k: v.ctypes.data for k, v in tracker._buffers.items()}
+    warm, addresses = len(calls), {k: v.ctypes.data for k, v in tracker.buffers.items()}
     for i in range(2, 12):
         tracker.step(frames[i % 6])
-    assert len(calls) == warm and {k: v.ctypes.data for k, v in tracker._buffers.items()} == addresses
+    assert len(calls) == warm and {k: v.ctypes.data for k, v in tracker.buffers.items()} == addresses
 
 
 def test_backend_errors(exported, tmp_path, blob_clip):

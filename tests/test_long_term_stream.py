@@ -43,12 +43,12 @@ def stream(n_frames: int) -> dict:
             events[e.kind] += 1
         if t == WARM:
             state, warm_allocs, rss0 = tracker.buffer_nbytes(), len(allocations), rss_mb()
-            pointers = {k: v.data_ptr() for k, v in tracker._buffers.items()}
+            pointers = {k: v.data_ptr() for k, v in tracker.buffers.items()}
         elif t > WARM and t % 100 == 0:
             assert tracker.buffer_nbytes() == state, f"frame {t}: state bytes changed"
             assert all(b["long_term"] <= LT.max_num_tokens for b in tracker.memory_sizes())
     assert len(allocations) == warm_allocs > 0, "the backend allocated after warm-up"
-    assert {k: v.data_ptr() for k, v in tracker._buffers.items()} == pointers
+    assert {k: v.data_ptr() for k, v in tracker.buffers.items()} == pointers
     return {"events": events, "rss0": rss0, "rss1": rss_mb(), "state": state, "sizes": tracker.memory_sizes()}
 
 

@@ -143,9 +143,10 @@ def test_memory_slots_stay_within_capacity_over_a_long_stream(backend, blob_clip
     for t in range(1, 14):
         extra = np.where(mask == 2, 2, 0) if t == 4 else None
         tracker.step(frames[t % len(frames)], mask=extra)
-        valid = tracker._valid_host
-        for b, bucket in enumerate(tracker._buckets):
-            assert valid[b, bucket.perm_slot]
+        store = tracker.slot_store
+        valid = store.valid
+        for b in range(store.bucket_count):
+            assert valid[b, store.permanent_slot(b)]
             assert valid[b].sum() <= settings.max_mem_frames
         assert tracker.slots == settings.memory_slots == 4
 
@@ -160,11 +161,11 @@ def test_no_allocation_after_warm_up(blob_clip):
     tracker.step(frames[0], mask=mask)
     tracker.step(frames[1])
     warm = len(calls)
-    pointers = {k: v.data_ptr() for k, v in tracker._buffers.items()}
+    pointers = {k: v.data_ptr() for k, v in tracker.buffers.items()}
     for i in range(2, 12):
         tracker.step(frames[i % len(frames)])
     assert len(calls) == warm > 0
-    assert {k: v.data_ptr() for k, v in tracker._buffers.items()} == pointers
+    assert {k: v.data_ptr() for k, v in tracker.buffers.items()} == pointers
 
 
 def test_bf16_autocast_keeps_fp32_islands_and_tracks_close_to_fp32(blob_clip):
@@ -184,7 +185,7 @@ def test_bf16_autocast_keeps_fp32_islands_and_tracks_close_to_fp32(blob_clip):
         assert np.isfinite(b.probabilities).all()
         # random weights give near-equal object probabilities (spec 15): judge probabilities, not argmax
         assert diff.max() < 0.1 and diff.mean() < 0.02, (i, diff.max(), diff.mean())
-    assert all(v.dtype in (torch.float32, torch.int64, torch.bool) for v in bf16._buffers.values())
+    assert all(v.dtype in (torch.float32, torch.int64, torch.bool) for v in bf16.buffers.values())
     with torch.autocast("cpu", dtype=torch.bfloat16):              # islands compute in fp32
         summaries = model.object_summarizer(torch.rand(1, 2, 64, 128), torch.rand(1, 2, 32, 4, 8))
     assert summaries.dtype == torch.float32

@@ -294,6 +294,8 @@ def test_new_runtime_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import s3rt.runtime.io.video, s3rt.runtime.io.dataset, s3rt.runtime.io.synthetic\n"
             "import s3rt.runtime.backends.timing, s3rt.benchmarks.bench, s3rt.cli.bench, s3rt.cli.run\n"
+            "import s3rt.runtime.backends.registry, s3rt.runtime.evaluation.davis, s3rt.runtime.evaluation.agreement\n"
+            "import s3rt.runtime.slot_store, s3rt.runtime.long_term, s3rt.cli.eval, s3rt.cli.demo, s3rt.cli.replay\n"
             "assert sys.modules['torch'] is None\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -54,6 +54,10 @@ def test_built_backends_carry_their_options():
     t = create_backend(TorchOptions("tiny", precision="bf16"))
     assert (t.name, t.model_config.name, t.precision) == ("torch", "tiny", "bf16")
     assert make_backend("onnxruntime", model_dir="exp", threads=1).threads == 1
+    trt = build_backend(BackendRequest("tensorrt", model_dir="exp", device="cuda:1", precision="fp16",
+                                       plugin_libs=("p.so",)))      # construction loads no TensorRT
+    assert (trt.name, trt.device, trt.precision, trt.plugin_libs, trt.engine_dir.as_posix()) == \
+        ("tensorrt", 1, "fp16", ("p.so",), "exp/engines")
 
 
 def test_request_errors_name_the_missing_flag():

@@ -20,7 +20,7 @@ from types import MappingProxyType
 import numpy as np
 
 from s3rt.configs import InferenceConfig
-from s3rt.errors import CapacityError, InternalError, ObjectIdError, ShapeError, StateError
+from s3rt.errors import CapacityError, ObjectIdError, ShapeError, StateError
 from s3rt.runtime.backends.base import Array, Backend
 from s3rt.runtime.contract import Geometry, GraphSpec, TensorSpec, graph_specs
 from s3rt.runtime.long_term import LongTermEvent, LongTermMemory

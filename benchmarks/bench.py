@@ -92,11 +92,10 @@ from s3rt import __version__
 from s3rt.configs import InferenceConfig
 from s3rt.errors import ConfigError, MissingDependencyError, S3rtError
 from s3rt.optional import optional
-from s3rt.runtime.backends.registry import BACKENDS
+from s3rt.runtime.backends.registry import BACKENDS, GRAPH_BACKENDS
 
 log = logging.getLogger("s3rt.bench")
 
-GRAPH_BACKENDS = ("onnxruntime", "tensorrt")
 MIN_CAPACITY = 8                       # objects the graphs are exported for, at least (DAVIS: <= 8)
 FLAT_TOLERANCE_MB = 4.0                # memory trace: "flat" if |last - first| <= max(this, 1 % of first)
 AGREEMENT_MAX_PIXELS = 50_000_000      # masks kept for the torch comparison up to this many pixels

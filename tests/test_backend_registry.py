@@ -13,12 +13,12 @@ from s3rt.configs import InferenceConfig
 from s3rt.errors import ConfigError
 from s3rt.long_term_config import long_term_from
 from s3rt.runtime.backends import BACKENDS, make_backend
-from s3rt.runtime.backends.registry import (BackendRequest, OnnxRuntimeOptions, TensorRTOptions, TorchOptions,
+from s3rt.runtime.backends.registry import (GRAPH_BACKENDS, BackendRequest, OnnxRuntimeOptions, TensorRTOptions, TorchOptions,
                                             backend_class, build_backend, create_backend, options_for)
 
 
 def test_registry_names_and_declared_thread_safety():
-    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    assert BACKENDS == ("torch", "onnxruntime", "tensorrt") and GRAPH_BACKENDS == ("onnxruntime", "tensorrt")
     # TensorRT runs one execution context per graph: the serving manager must serialise its calls
     assert {n: backend_class(n).thread_safe for n in BACKENDS} == {"torch": True, "onnxruntime": True,
                                                                    "tensorrt": False}

@@ -145,6 +145,8 @@ REGISTRY: dict[str, _Entry] = {
     "tensorrt": _Entry(TensorRTOptions, "s3rt.runtime.backends.tensorrt.backend", "TensorRTBackend"),
 }
 BACKENDS = tuple(REGISTRY)
+# backends that run an `s3rt export` folder (their options start with model_dir)
+GRAPH_BACKENDS = tuple(n for n, e in REGISTRY.items() if fields(e.options)[0].name == "model_dir")
 
 
 def backend_class(name: str) -> "type[Backend]":

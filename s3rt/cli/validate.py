@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by 's3rt export'")
     p.add_argument("--weights", metavar="W", help="the checkpoint the graphs were exported from (if any)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+    from s3rt.runtime.backends.registry import GRAPH_BACKENDS
+    p.add_argument("--backend", default="onnxruntime", choices=GRAPH_BACKENDS,
                    help="what to validate against PyTorch/ONNX Runtime (default onnxruntime)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="engine precision (tensorrt)")
     p.add_argument("--atol", type=float, help="max abs error allowed per output (default 1e-3; TensorRT fp16 "

@@ -24,22 +24,14 @@ import ros_helpers  # noqa: E402
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The synthetic clip as PNG frames + first mask, and `s3rt run`'s masks for it (the reference)."""
-    frames, masks = ros_helpers.clip()
     root = tmp_path_factory.mktemp("clip")
-    (root / "frames").mkdir()
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(root / "frames" / f"{i:05d}.png")
-    write_index_mask(root / "first.png", masks[0], None)
+    frames, masks = ros_helpers.write_clip(root)
     return frames, masks, root
 
 
 @pytest.fixture(scope="module")
 def run_masks(ros_tiny_model, clip):
-    frames, _, root = clip
-    assert main(["run", "--model", str(ros_tiny_model), "--backend", "onnxruntime", "--threads", "1", "--frames",
-                 str(root / "frames"), "--mask", str(root / "first.png"), "--out", str(root / "run"),
-                 "--no-progress"]) == 0
-    return [np.asarray(Image.open(root / "run" / f"{i:05d}.png")).astype(np.int64) for i in range(len(frames))]
+    return ros_helpers.run_reference(ros_tiny_model, clip[2])
 
 
 def _replay(ros_tiny_model, bag_in, out, *extra: str) -> int:

@@ -259,3 +259,30 @@ def test_signals_end_the_node_with_exit_0(live_env, ros_tiny_model, tmp_path, si
     log = proc.text()
     assert code == 0, log[-3000:]
     assert "Traceback" not in log and "ExternalShutdownException" not in log, log[-3000:]
+
+
+def test_launcher_starts_a_node_per_camera_and_stops_them(live_env, ros_tiny_model, tmp_path, client):
+    """ros/launch/s3rt_cameras.py (the wheels have no `ros2 launch`): two cameras, two nodes in
+    their namespaces answering their services; SIGTERM to the launcher ends both, exit 0."""
+    import subprocess
+    import sys
+
+    from std_srvs.srv import Trigger
+
+    log = open(tmp_path / "launch.log", "wb")
+    proc = subprocess.Popen([sys.executable, str(ros_live.REPO / "ros/launch/s3rt_cameras.py"), "--model-dir",
+                             str(ros_tiny_model), "--camera", "left=/left_cam/image", "--camera",
+                             "right=/right_cam/image", "-p", "threads:=1"], env=live_env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        for cam in ("left", "right"):
+            reset = client.node.create_client(Trigger, f"/{cam}/reset")
+            assert reset.wait_for_service(timeout_sec=60), f"/{cam}/reset never came up"
+            assert client.call(reset, Trigger.Request()).success
+        assert client.node.count_subscribers("/left_cam/image/compressed") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+    text = (tmp_path / "launch.log").read_text(errors="replace")
+    assert code == 0 and "Traceback" not in text, text[-3000:]

@@ -48,6 +48,15 @@ def default_session(params: NodeParams) -> Session:
                             max_objects=params.max_objects, owns_backend=True)
 
 
+def camera_ros_args(camera: str, image_topic: str, **params: Any) -> list[str]:
+    """The ``--ros-args`` of one camera's node: namespace /<camera>, node s3rt_<camera>, its image
+    topic remapped to the driver's (the compressed one follows), then ``-p name:=value`` each."""
+    args = ["--ros-args", "-r", f"__ns:=/{camera}", "-r", f"__node:=s3rt_{camera}", "-r", f"image:={image_topic}"]
+    for name, value in params.items():
+        args += ["-p", f"{name}:={value}"]
+    return args
+
+
 def create_node(*, node_name: str = "s3rt", session_factory: SessionFactory = default_session,
                 parameter_overrides: dict[str, Any] | None = None, **node_kwargs: Any) -> Any:
     """An rclpy Node (rclpy.init() must have been called)."""

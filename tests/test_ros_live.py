@@ -46,7 +46,7 @@ def reference(ros_tiny_model, tmp_path_factory):
 def node(live_env, ros_tiny_model, tmp_path_factory):
     proc = ros_live.NodeProcess(live_env, tmp_path_factory.mktemp("node") / "node.log", ros_tiny_model,
                                 "-r", f"__ns:={NS}", "-r", f"image:={CAMERA_TOPIC}",
-                                params={"qos_reliability": "reliable", "qos_depth": 1})
+                                params={"qos_reliability": "reliable", "qos_depth": 1, "threads": 1})
     try:
         proc.wait_ready()
         yield proc
@@ -250,7 +250,7 @@ def test_idle_node_uses_under_2_percent_of_a_core(node, client):
 def test_signals_end_the_node_with_exit_0(live_env, ros_tiny_model, tmp_path, sig, ignore_sigint):
     """Item 1: what launch, docker stop and systemd send ends the node cleanly: exit 0, no traceback."""
     proc = ros_live.NodeProcess(live_env, tmp_path / "node.log", ros_tiny_model, "-r", "__ns:=/sig",
-                                ignore_sigint=ignore_sigint)
+                                ignore_sigint=ignore_sigint, params={"threads": 1})
     try:
         proc.wait_ready()
         time.sleep(0.3)                              # inside rclpy.spin

@@ -133,11 +133,12 @@ def inputs_stamp(sources: dict[str, Path], prefix: Path) -> str:
     return digest.hexdigest()
 
 
-def env_for(install: Path, prefix: Path) -> dict[str, str]:
-    """The variables that make the built packages visible (what `source install/setup.bash` does)."""
+def env_for(install: Path, prefix: Path, *, inherit: bool = True) -> dict[str, str]:
+    """The variables that make the built packages visible (what `source install/setup.bash` does),
+    followed by this process's values when `inherit`."""
     site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
     def join(var: str, *first: Path) -> str:
-        rest = [p for p in os.environ.get(var, "").split(os.pathsep) if p]
+        rest = [p for p in os.environ.get(var, "").split(os.pathsep) if p] if inherit else []
         parts = [str(p) for p in first]
         return os.pathsep.join(parts + [p for p in rest if p not in parts])
     return {"AMENT_PREFIX_PATH": join("AMENT_PREFIX_PATH", install, prefix),
@@ -159,7 +160,8 @@ def build(out: Path, *, jobs: int, quiet: bool) -> Path:
     install = out / "install"
     stamp_file = install / ".s3rt-stamp"
     stamp = inputs_stamp(sources, prefix)
-    (out / "env.sh").write_text("".join(f'export {k}="{v}"\n' for k, v in env_for(install, prefix).items()))
+    (out / "env.sh").write_text("".join(f'export {k}="{v}${{{k}:+:${k}}}"\n'
+                                        for k, v in env_for(install, prefix, inherit=False).items()))
     if stamp_file.exists() and stamp_file.read_text() == stamp:
         if not quiet:
             print(f"ROS interfaces up to date in {install}")

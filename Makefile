@@ -4,10 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= export,onnxruntime,video,plot,dev
+EXTRAS ?= export,onnxruntime,video,plot,dev,ros-live
 BIN := $(VENV)/bin
 
-.PHONY: demo test kernels clean gpu-check trt-bindings
+.PHONY: demo test kernels clean gpu-check trt-bindings ros-interfaces
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,19 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/s3rt demo --out s3rt_demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed ros-interfaces
 	$(BIN)/python -m pytest -q
+
+# ROS 2 interfaces (s3rt_interfaces, vision_msgs) built with cmake/rosidl against the ros-live wheels into
+# .ros-build/ (cached; a no-op when up to date). Exit 3 = no ROS 2 toolchain for this Python: the live tests skip.
+ros-interfaces: $(VENV)/.installed
+	$(BIN)/python ros/build_interfaces.py --quiet || test $$? -eq 3
 
 kernels:
 	cmake -S . -B build && cmake --build build -j 2
 
 clean:
-	rm -rf $(VENV) build s3rt_demo .pytest_cache
+	rm -rf $(VENV) build s3rt_demo .pytest_cache .ros-build
 
 # Prepared GPU check (issue 15): exits 2 with "no CUDA device" where there is none.
 gpu-check: $(VENV)/.installed

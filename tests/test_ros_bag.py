@@ -93,3 +93,60 @@ def test_writer_leaves_a_complete_bag_when_stopped_by_an_error(tmp_path, frames,
     assert (tmp_path / "out" / "metadata.yaml").is_file()
     with pytest.raises(BagError, match="exists already"):
         bag.ResultBagWriter(tmp_path / "out")
+
+
+@pytest.mark.parametrize("storage", bag.STORAGES)
+def test_output_bag_metadata_like_rosbag2(tmp_path, frames, storage):
+    """Issue 23 item 6: a real ros_distro (metadata.yaml, the storage's own copy, sqlite's schema
+    table) and each topic's offered QoS (reliable, volatile, keep last 10), which readers parse;
+    metadata.yaml exists as soon as the bag is open."""
+    import sqlite3
+
+    from rosbags.interfaces import QosDurability, QosHistory, QosReliability
+    from rosbags.rosbag2 import Reader
+    from ruamel.yaml import YAML
+
+    bag.write_image_bag(tmp_path / "in", frames[:2], storage=storage)
+    hdr = next(iter(bag.ImageTopicReader(tmp_path / "in", TOPIC))).header
+    with bag.ResultBagWriter(tmp_path / "out", storage=storage) as writer:
+        early = YAML(typ="safe").load((tmp_path / "out" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        assert early["message_count"] == 0 and len(early["topics_with_message_count"]) == 3
+        writer.write_result(1000, hdr, np.ones((40, 64), np.int64), [])
+    info = YAML(typ="safe").load((tmp_path / "out" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["ros_distro"] == "humble" and info["message_count"] == 2
+    for topic in info["topics_with_message_count"]:
+        (qos,) = topic["topic_metadata"]["offered_qos_profiles"]
+        assert (qos["reliability"], qos["durability"], qos["history"], qos["depth"]) == \
+            ("reliable", "volatile", "keep_last", 10)
+    with Reader(tmp_path / "out") as reader:
+        for conn in reader.connections:
+            (qos,) = conn.ext.offered_qos_profiles
+            assert (qos.reliability, qos.durability, qos.history) == \
+                (QosReliability.RELIABLE, QosDurability.VOLATILE, QosHistory.KEEP_LAST)
+    storage_file = next(f for f in (tmp_path / "out").iterdir() if f.suffix in (".db3", ".mcap"))
+    if storage == "sqlite3":
+        with sqlite3.connect(storage_file) as db:
+            assert db.execute("SELECT ros_distro FROM schema").fetchone() == ("humble",)
+            assert "ros_distro: humble" in db.execute("SELECT metadata FROM metadata").fetchone()[0]
+    else:
+        assert b"ros_distro: humble" in storage_file.read_bytes() and b"rosbags\n" not in storage_file.read_bytes()
+
+
+@pytest.mark.parametrize("storage", bag.STORAGES)
+def test_bag_folder_without_metadata_opens_from_its_storage_file(tmp_path, frames, storage):
+    """Issue 22: a folder holding only an .mcap (or .db3) file opens, frames exact; a folder with
+    none or several storage files is a one-line BagError."""
+    bag.write_image_bag(tmp_path / "in", frames, storage=storage)
+    (tmp_path / "in" / "metadata.yaml").unlink()
+    with bag.ImageTopicReader(tmp_path / "in", TOPIC) as reader:
+        assert reader.count == len(frames) and reader.storage == storage
+        for got, want in zip(reader, frames):
+            np.testing.assert_array_equal(got.image, want)
+    assert len(bag.read_topic(tmp_path / "in", TOPIC)) == len(frames)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(BagError, match=r"not a rosbag2 folder \(no metadata.yaml and no .mcap or .db3 file\)"):
+        bag.ImageTopicReader(tmp_path / "none", TOPIC)
+    storage_file = next((tmp_path / "in").iterdir())
+    (tmp_path / "in" / f"copy{storage_file.suffix}").write_bytes(storage_file.read_bytes())
+    with pytest.raises(BagError, match="no metadata.yaml and 2 storage files"):
+        bag.ImageTopicReader(tmp_path / "in", TOPIC)

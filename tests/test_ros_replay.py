@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,22 +25,14 @@ import ros_helpers  # noqa: E402
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The synthetic clip as PNG frames + first mask, and `s3rt run`'s masks for it (the reference)."""
-    frames, masks = ros_helpers.clip()
     root = tmp_path_factory.mktemp("clip")
-    (root / "frames").mkdir()
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(root / "frames" / f"{i:05d}.png")
-    write_index_mask(root / "first.png", masks[0], None)
+    frames, masks = ros_helpers.write_clip(root)
     return frames, masks, root
 
 
 @pytest.fixture(scope="module")
 def run_masks(ros_tiny_model, clip):
-    frames, _, root = clip
-    assert main(["run", "--model", str(ros_tiny_model), "--backend", "onnxruntime", "--threads", "1", "--frames",
-                 str(root / "frames"), "--mask", str(root / "first.png"), "--out", str(root / "run"),
-                 "--no-progress"]) == 0
-    return [np.asarray(Image.open(root / "run" / f"{i:05d}.png")).astype(np.int64) for i in range(len(frames))]
+    return ros_helpers.run_reference(ros_tiny_model, clip[2])
 
 
 def _replay(ros_tiny_model, bag_in, out, *extra: str) -> int:
@@ -206,3 +199,42 @@ def test_s3rt_run_reads_a_bag_with_the_replay_reader(tmp_path, ros_tiny_model, c
     assert "--rosbag DIR and --image-topic T go together" in capsys.readouterr().err
     assert main([*args, "--image-topic", "/nope", "--out", str(tmp_path / "o3")]) == 1
     assert "no topic '/nope'" in capsys.readouterr().err
+
+
+def test_replay_killed_with_sigkill_keeps_what_it_wrote(tmp_path, ros_tiny_model, clip, run_masks):
+    """Issue 22: SIGKILL (no cleanup at all) mid-replay leaves a readable bag holding at least
+    what metadata.yaml announced before the kill, and those masks are the right ones."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ruamel.yaml import YAML
+
+    frames, _, root = clip
+    bag.write_image_bag(tmp_path / "in", frames * 60)                  # 480 frames: seconds of work
+    cmd = [str(Path(sys.executable).with_name("s3rt")), "replay", "--model", str(ros_tiny_model), "--backend",
+           "onnxruntime", "--threads", "1", "--bag", str(tmp_path / "in"), "--image-topic", TOPIC,
+           "--out-bag", str(tmp_path / "out"), "--mask", str(root / "first.png"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    announced = 0
+    try:
+        until = time.monotonic() + 120
+        while announced < 2 * N_FRAMES and time.monotonic() < until and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                info = YAML(typ="safe").load((tmp_path / "out" / "metadata.yaml").read_text())
+            except (OSError, AttributeError):
+                continue
+            counts = {t["topic_metadata"]["name"]: t["message_count"]
+                      for t in info["rosbag2_bagfile_information"]["topics_with_message_count"]}
+            announced = counts.get("/s3rt/mask", 0)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL, "the replay ended before it could be killed"
+    assert announced >= 2 * N_FRAMES, proc.stderr.read().decode()[-2000:]
+    masks = bag.read_topic(tmp_path / "out", "/s3rt/mask")
+    assert announced <= len(masks) < 60 * N_FRAMES
+    for (_, m), ref in zip(masks[:N_FRAMES], run_masks):
+        np.testing.assert_array_equal(m.data.reshape(H, W), ref)

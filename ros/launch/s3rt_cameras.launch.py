@@ -1,28 +1,30 @@
-"""Example: one s3rt segmentation node per camera (ros2 launch ros/launch/s3rt_cameras.launch.py).
+"""One s3rt segmentation node per camera with a sourced ROS 2: ros2 launch ros/launch/s3rt_cameras.launch.py
+model_dir:=exported/. (With only the `ros-live` wheels, which have no `ros2 launch`, run
+ros/launch/s3rt_cameras.py instead: the same nodes, the same arguments.)
 
-Needs a sourced ROS 2 (rclpy, sensor_msgs, vision_msgs, std_srvs), the s3rt_interfaces package
-built in the workspace (ros/s3rt_interfaces), and s3rt installed with the 'ros' and
-'onnxruntime' extras in the same Python. Each node lives in its camera's namespace, so its
-topics are /<camera>/image (remapped to the driver's topic), /<camera>/mask, /<camera>/detections,
-/<camera>/timing and its services /<camera>/add_objects, /<camera>/remove_object, /<camera>/reset.
+Needs s3rt installed with the 'ros' and 'onnxruntime' extras in the ROS 2 Python, and the
+interfaces built (python ros/build_interfaces.py; then `. .ros-build/env.sh`). Each node lives in
+its camera's namespace: /<camera>/image (remapped to the driver's topic; the compressed
+subscription follows as <topic>/compressed), /<camera>/mask, /<camera>/detections,
+/<camera>/timing and the services /<camera>/add_objects, /<camera>/remove_object, /<camera>/reset.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.substitutions import LaunchConfiguration
 
+from s3rt.runtime.serving.ros.node import camera_ros_args
+
 CAMERAS = {"front": "/front_camera/image_raw", "rear": "/rear_camera/image_raw"}
 
 
 def generate_launch_description() -> LaunchDescription:
-    model = LaunchConfiguration("model_dir")
     actions = [DeclareLaunchArgument("model_dir", description="folder written by 's3rt export'"),
                DeclareLaunchArgument("backend", default_value="onnxruntime")]
     for name, topic in CAMERAS.items():
+        args = camera_ros_args(name, topic, max_objects=4, deadline_ms=100.0, qos_depth=1)
         actions.append(ExecuteProcess(
-            name=f"s3rt_{name}", output="screen",
-            cmd=["s3rt-ros-node", "--ros-args", "-r", f"__ns:=/{name}", "-r", f"__node:=s3rt_{name}",
-                 "-r", f"image:={topic}",
-                 "-p", ["model_dir:=", model], "-p", ["backend:=", LaunchConfiguration("backend")],
-                 "-p", "max_objects:=4", "-p", "deadline_ms:=100.0", "-p", "qos_depth:=1"]))
+            name=f"s3rt_{name}", output="screen", sigterm_timeout="10",
+            cmd=["s3rt-ros-node", *args, "-p", ["model_dir:=", LaunchConfiguration("model_dir")],
+                 "-p", ["backend:=", LaunchConfiguration("backend")]]))
     return LaunchDescription(actions)

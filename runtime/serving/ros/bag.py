@@ -7,14 +7,23 @@ frame size differs from the first frame): a per-frame error record, never a cras
 stamps that go backwards are flagged (``out_of_order``) and counted; the frame is still
 processed in record order, as a live subscriber would receive it.
 
+A bag folder without ``metadata.yaml`` (a recorder that died, a bare ``.mcap`` copied from
+elsewhere) is opened from its one storage file, as ``ros2 bag reindex`` would.
+
 Writer: ``ResultBagWriter`` is a context manager whose exit *closes* the bag (metadata.yaml
 written) whether the block ended normally, on an error or on Ctrl-C, so whatever was written up
-to the stop is a valid bag.
+to the stop is a valid bag. Against a harder stop (SIGKILL, power loss) it commits the sqlite3
+transaction (MCAP: closes the chunk) and rewrites ``metadata.yaml`` at most ``FLUSH_INTERVAL_S``
+after a write, and writes ``metadata.yaml`` as soon as the topics exist: a killed writer leaves
+a readable sqlite3 bag with what it wrote up to the last second. Metadata is filled as rosbag2
+fills it: the ROS distribution of the message definitions, and each topic's offered QoS (the
+node's publishers: reliable, volatile, keep last 10), so ``ros2 bag play`` republishes alike.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +40,37 @@ log = logging.getLogger(__name__)
 rosbags = optional("rosbags", extra="ros")   # rosbags has no __version__; pyproject pins >= 0.10
 STORAGES = ("sqlite3", "mcap")
 IMAGE_TYPES = (messages.IMAGE, messages.COMPRESSED_IMAGE)
+STORAGE_SUFFIXES = (".mcap", ".db3")
+BAG_ROS_DISTRO = "humble"        # the message definitions written: rosbags' ROS2_HUMBLE type store
+FLUSH_INTERVAL_S = 1.0           # most data a SIGKILL can cost an output bag (seconds of writing)
+OUTPUT_DEPTH = 10                # history depth of the node's publishers (offered QoS in the metadata)
+
+
+def storage_source(path: Path) -> Path:
+    """What to open for the bag at `path`: the folder when it has metadata.yaml, else its one
+    storage file (.mcap or .db3), which rosbags reads without metadata."""
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return path
+    files = sorted(f for f in path.iterdir() if f.suffix in STORAGE_SUFFIXES)
+    if len(files) == 1:
+        log.info("%s has no metadata.yaml: reading %s directly", path, files[0].name)
+        return files[0]
+    if not files:
+        raise BagError(f"{path}: not a rosbag2 folder (no metadata.yaml and no .mcap or .db3 file)")
+    raise BagError(f"{path}: no metadata.yaml and {len(files)} storage files ({', '.join(f.name for f in files)}); "
+                   "restore metadata.yaml (ros2 bag reindex) or pass one storage file")
+
+
+def offered_qos(depth: int = OUTPUT_DEPTH) -> Any:
+    """The QoS rosbag2 records for a default publisher: reliable, volatile, keep last `depth`,
+    infinite deadline/lifespan/lease (rmw's "default" durations)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    infinite = QosTime(sec=9223372036, nsec=854775807)
+    return Qos(history=QosHistory.KEEP_LAST, depth=depth, reliability=QosReliability.RELIABLE,
+               durability=QosDurability.VOLATILE, deadline=infinite, lifespan=infinite,
+               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=infinite,
+               avoid_ros_namespace_conventions=False)
 
 
 @dataclass
@@ -61,7 +101,7 @@ class ImageTopicReader:
             raise BagError(f"bag not found: {self.path}")
         rosbags.load()     # MissingDependencyError naming the 'ros' extra when absent
         from rosbags.highlevel import AnyReader
-        self._reader = AnyReader([self.path], default_typestore=messages.typestore())
+        self._reader = AnyReader([storage_source(self.path)], default_typestore=messages.typestore())
         try:
             self._reader.open()
         except Exception as exc:   # noqa: BLE001 - rosbags raises several error types for a broken bag
@@ -183,6 +223,7 @@ class ResultBagWriter:
         self.counts = {k: 0 for k in self.topics}
         self._writer: Any = None
         self._conns: dict[str, Any] = {}
+        self._flushed_at = 0.0
 
     def open(self) -> "ResultBagWriter":
         rosbags.load()
@@ -191,16 +232,35 @@ class ResultBagWriter:
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
         self._writer.open()
+        if self.storage == "sqlite3":        # rosbag2 records its distribution in the schema table too
+            self._writer.storage.cursor.execute("UPDATE schema SET ros_distro = ?", (BAG_ROS_DISTRO,))
         types = {"mask": messages.IMAGE, "detections": messages.DETECTIONS, "timing": messages.STRING}
         for key, topic in self.topics.items():
             if topic:
-                self._conns[key] = self._writer.add_connection(topic, types[key], typestore=self.kit.store)
+                self._conns[key] = self._writer.add_connection(topic, types[key], typestore=self.kit.store,
+                                                               offered_qos_profiles=[offered_qos()])
+        self.flush()                        # metadata.yaml from the start: the topics are known
         return self
 
     def _write(self, key: str, bag_ns: int, msg: Any) -> None:
         if key in self._conns:
             self._writer.write(self._conns[key], bag_ns, self.kit.serialize(msg))
             self.counts[key] += 1
+            if time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
+                self.flush()
+
+    def flush(self) -> None:
+        """Make what was written so far durable and readable: commit (sqlite3) or close the chunk
+        (MCAP), then rewrite metadata.yaml to match."""
+        storage = self._writer.storage
+        if self.storage == "sqlite3":
+            storage.conn.commit()
+        else:
+            if storage.chunk.bio.tell():
+                storage.close_chunk()
+            storage.bio.flush()
+        _write_metadata_yaml(self._writer, _metadata(self._writer))
+        self._flushed_at = time.monotonic()
 
     def write_result(self, bag_ns: int, header: Any, labels: np.ndarray, boxes: list[convert.ObjectBox]) -> None:
         """One processed frame: label image + detections, both with the input header copied."""
@@ -215,13 +275,73 @@ class ResultBagWriter:
         """Write the index and metadata.yaml: the bag is complete with what was written so far."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            writer.close()
+            _close(writer)
 
     def __enter__(self) -> "ResultBagWriter":
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()      # also on errors and KeyboardInterrupt: never leave a half-written bag
+
+
+def _metadata(writer: Any) -> dict:
+    """rosbag2's bag information for what `writer` (a rosbags Writer) holds now, with the ROS
+    distribution of the definitions (rosbags writes "rosbags") and the topics' offered QoS."""
+    from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
+
+    dump_qos = dump_qos_v9 if writer.version >= 9 else dump_qos_v8
+    count = sum(writer.counts.values())
+    start = writer.min_timestamp if count else 0
+    duration = max(0, writer.max_timestamp - writer.min_timestamp) if count else 0
+    name = writer.storage.path.name
+    return {
+        "version": writer.version,
+        "storage_identifier": writer.storage_plugin.name.lower(),
+        "relative_file_paths": [name],
+        "duration": {"nanoseconds": duration},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": count,
+        "topics_with_message_count": [
+            {"topic_metadata": {"name": c.topic, "type": c.msgtype,
+                                "serialization_format": c.ext.serialization_format,
+                                "offered_qos_profiles": dump_qos(c.ext.offered_qos_profiles),
+                                "type_description_hash": c.digest},
+             "message_count": writer.counts[c.id]}
+            for c in writer.connections],
+        "compression_format": "",
+        "compression_mode": "",
+        "files": [{"path": name, "starting_time": {"nanoseconds_since_epoch": start},
+                   "duration": {"nanoseconds": duration}, "message_count": count}],
+        "custom_data": writer.custom_data or None,
+        "ros_distro": BAG_ROS_DISTRO,
+    }
+
+
+def _yaml(data: dict) -> str:
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    out = StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def _write_metadata_yaml(writer: Any, info: dict) -> None:
+    tmp = writer.metapath.with_suffix(".yaml.tmp")
+    tmp.write_text(_yaml({"rosbag2_bagfile_information": info}), "utf8")
+    tmp.replace(writer.metapath)
+
+
+def _close(writer: Any) -> None:
+    """rosbags' Writer.close with our metadata (no compression is ever set here): the storage
+    gets the same bag information as metadata.yaml (MCAP embeds it, sqlite3 stores it)."""
+    info = _metadata(writer)
+    storage, writer.storage = writer.storage, None
+    storage.close(writer.version, _yaml(info).strip())
+    _write_metadata_yaml(writer, info)
 
 
 def write_image_bag(path: str | Path, frames: list[np.ndarray], *, topic: str = "/camera/image_raw",
@@ -279,6 +399,6 @@ def read_topic(path: str | Path, topic: str) -> list[tuple[int, Any]]:
     """(record time, deserialised message) of every message on `topic` (for tests and checks)."""
     from rosbags.highlevel import AnyReader
 
-    with AnyReader([Path(path)], default_typestore=messages.typestore()) as reader:
+    with AnyReader([storage_source(Path(path))], default_typestore=messages.typestore()) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         return [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages(connections=conns)]

@@ -44,6 +44,7 @@ class NodeParams:
     mask_encoding: str = "auto"       # auto (mono8, mono16 past label 255), mono8, mono16
 
     def check(self) -> "NodeParams":
+        """Self, when every value is usable (else an S3rtError naming the parameter)."""
         if not self.model_dir:
             raise S3rtError("parameter model_dir is required: a folder written by 's3rt export'")
         if self.qos_depth < 1:
@@ -56,6 +57,24 @@ class NodeParams:
             raise S3rtError(f"max_objects must be >= 1 and deadline_ms >= 0, got {self.max_objects}, "
                             f"{self.deadline_ms}")
         return self
+
+
+# name -> (what `ros2 param describe` shows, whether it can change while the node runs)
+PARAMETERS: dict[str, tuple[str, bool]] = {
+    "model_dir": ("folder written by 's3rt export' (manifest.json + graphs)", False),
+    "backend": ("inference backend: onnxruntime, tensorrt or torch", False),
+    "device": ("device of the backend: cpu, cuda or cuda:N", False),
+    "threads": ("ONNX Runtime intra-op threads, 0 = all cores", False),
+    "max_objects": ("most objects tracked at once (sizes the model's memory)", False),
+    "deadline_ms": ("a frame older than this when the model is free is dropped (reported in timing); "
+                    "0 = no deadline, latest frame wins only", True),
+    "qos_depth": ("history depth of the image subscriptions (1 = latest frame wins); "
+                  "a change re-creates the subscriptions", True),
+    "qos_reliability": ("reliability of the image subscriptions: best_effort (sensor data) or reliable; "
+                        "a change re-creates the subscriptions", True),
+    "mask_encoding": ("encoding of published masks: auto (mono8, mono16 past label 255), mono8 or mono16", True),
+}
+STALE_PENDING_S = 10.0        # frames without an outcome this long are forgotten (never poll forever)
 
 
 @dataclass
@@ -74,7 +93,17 @@ class SegmentationNodeLogic:
         self._seq = 0
         self._headers: OrderedDict[int, Any] = OrderedDict()   # seq -> input header, until its outcome
         self._hw: tuple[int, int] | None = None
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "errors": 0, "waiting_for_objects": 0}
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "errors": 0, "no_objects": 0}
+        self._pending: dict[int, float] = {}     # seq -> monotonic submit time, until its outcome comes
+
+    @property
+    def pending(self) -> int:
+        """Frames handed to the session whose outcome has not come yet (stale ones forgotten)."""
+        if self._pending:
+            too_old = time.monotonic() - STALE_PENDING_S
+            for seq in [s for s, t in self._pending.items() if t < too_old]:
+                del self._pending[seq]
+        return len(self._pending)
 
     # -- topics ----------------------------------------------------------------------------------
     def on_image(self, msg: Any, *, compressed: bool = False) -> list[tuple[str, Any]]:
@@ -87,9 +116,10 @@ class SegmentationNodeLogic:
             self.counts["errors"] += 1
             return [("timing", self._timing(msg.header, seq, "error", error=str(exc)))]
         self._hw = rgb.shape[:2]
-        if not self.session.objects:
-            self.counts["waiting_for_objects"] += 1     # nothing to track yet: call add_objects
-            return []
+        if not self.session.objects:                    # nothing to track yet: reported, as gRPC reports it
+            self.counts["no_objects"] += 1
+            return [("timing", self._timing(msg.header, seq, "no_objects",
+                                            reason="no objects tracked yet: call add_objects"))]
         stamp = convert.stamp_ns(msg.header.stamp)
         self._headers[seq] = msg.header
         while len(self._headers) > MAX_PENDING_HEADERS:
@@ -97,6 +127,7 @@ class SegmentationNodeLogic:
         if self.sync:
             return self._publish(self.session.process(rgb, seq, stamp))
         self.session.submit(rgb, seq, stamp)
+        self._pending[seq] = time.monotonic()
         return self.drain()
 
     def drain(self, timeout_s: float = 0.0) -> list[tuple[str, Any]]:
@@ -107,6 +138,7 @@ class SegmentationNodeLogic:
         return out
 
     def _publish(self, o: Outcome) -> list[tuple[str, Any]]:
+        self._pending.pop(o.seq, None)
         hdr = self._headers.pop(o.seq, None)
         if hdr is None:
             hdr = messages.header(self.kit, o.capture_ns, "")
@@ -176,6 +208,7 @@ class SegmentationNodeLogic:
     def reset(self) -> Reply:
         self.session.reset()
         self._headers.clear()
+        self._pending.clear()
         return Reply(True, "reset: every object forgotten", [], [])
 
     @property

@@ -179,8 +179,8 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             if len(self._bindings) > 256:       # N/NB combinations are few; guard against leaks anyway
                 self._bindings.clear()
             self._bindings[key] = binding
-        if self._mem is not None and self._mem.pending:
-            self._mem.synchronize()             # slot writes queued on our stream must land first
+        if self._mem is not None:
+            self._mem.sync_pending()            # slot writes queued on our stream (by any thread) land first
         sess.run_with_iobinding(binding)
 
     # -- memory: numpy (CPU provider) or CUDA device arrays (GPU providers) -------------------------

@@ -9,7 +9,8 @@ from onnx import TensorProto, helper
 
 from s3rt.errors import BackendError
 from s3rt.runtime.backends.onnxruntime.backend import provider_list, shape_list
-from s3rt.runtime.backends.onnxruntime.placement import build_session_with_placement, check_placement, parse_placement
+from s3rt.runtime.backends.onnxruntime.placement import (build_session_with_placement, check_placement, log_problems,
+                                                         parse_placement)
 from s3rt.runtime.backends.tensorrt.engines import optimization_profiles
 from tests.test_tensorrt import tiny_manifest
 
@@ -75,3 +76,35 @@ def test_provider_chain_and_tensorrt_ep_profiles(tmp_path):
     assert provider_list("tensorrt", every, {}, tmp_path, device=1)[0][1]["device_id"] == "1"
     assert provider_list("cpu", every, {}, tmp_path) == ["CPUExecutionProvider"]
     assert shape_list({"a": (1, 2), "b": (3,)}) == "a:1x2,b:3"
+
+
+def test_failed_session_build_keeps_the_log(capsys):
+    """A real ONNX Runtime build that logs a warning and then fails: the warning comes with the error."""
+    ort = pytest.importorskip("onnxruntime")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, 7])          # wrong: Relu keeps (2, 3)
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 5], [1.0] * 20)
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu"),
+                           helper.make_node("Add", ["x", "w"], ["z"], name="add")],     # (2, 3) + (4, 5): fails
+                          "g", [x], [y, z], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    with pytest.raises(BackendError, match=r"Incompatible dimensions; ONNX Runtime log \(warnings and errors\): "
+                                           r".*\[W:onnxruntime.*Error merging shape info for output\. 'y'") as err:
+        build_session_with_placement(ort, model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    assert "\x1b[" not in str(err.value)                                      # colour codes stripped
+    assert opts.log_severity_level == 3                                       # restored after a failure too
+    assert "Error merging shape info for output. 'y'" in capsys.readouterr().err
+
+
+def test_log_problems_picks_warnings_and_errors_of_every_provider():
+    text = ("2026 [V:onnxruntime:, session_state.cc:1598 VerifyEachNodeIsAssignedToAnEp] Node placements\n"
+            "\x1b[0;93m2026 [W:onnxruntime:, graph.cc:128 MergeShapeInfo] merging\x1b[m\n"
+            "2026 [E:onnxruntime:Default, tensorrt_execution_provider.h:88 log] [TRT] ERROR: out of memory\n"
+            "2026 [I:onnxruntime:, inference_session.cc:1 Init] info\n")
+    assert log_problems(text) == ["2026 [W:onnxruntime:, graph.cc:128 MergeShapeInfo] merging",
+                                  "2026 [E:onnxruntime:Default, tensorrt_execution_provider.h:88 log] [TRT] ERROR: out of memory"]
+    assert log_problems(text, limit=1) == [log_problems(text)[1]]

@@ -68,6 +68,7 @@ class StreamSim:
         return self.ok
 
     def cudaStreamDestroy(self, stream):
+        self.log.append("stream destroyed")
         return self.ok
 
     def cudaGetErrorString(self, err):

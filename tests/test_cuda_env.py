@@ -25,3 +25,73 @@ def test_cuda_pairing_message_with_real_bindings(tmp_path):
         assert f"cuda-bindings {major}." in text and f"CUDA runtime {major}." in text
         if err != "cudaSuccess":
             assert "no NVIDIA driver is loaded" in text or "older than the runtime" in text
+
+
+class _Cudart:
+    """Version queries of cuda.bindings.runtime as a CUDA 13 cuda-bindings sees a CUDA 12.6 driver."""
+
+    def __init__(self, driver: int = 12060, runtime: int = 13000) -> None:
+        self.driver, self.runtime = driver, runtime
+
+    def cudaDriverGetVersion(self):
+        return (0, self.driver)
+
+    def cudaRuntimeGetVersion(self):
+        return (0, self.runtime)
+
+
+class _Err:
+    name = "cudaErrorInsufficientDriver"
+
+
+def test_insufficient_driver_hint_names_the_extra_off_jetson():
+    from s3rt.runtime.backends.cuda.env import explain
+    text = explain(_Cudart(), _Err(), tegra=False)
+    assert text.startswith("CUDA driver 12.6, cuda-bindings ") and "(CUDA runtime 13.0)" in text
+    assert 'older than the runtime; install the matching extra (pip install "s3rt[tensorrt-cu12]"' in text
+
+
+def test_insufficient_driver_hint_on_jetson_never_suggests_pip_tensorrt():
+    from s3rt.runtime.backends.cuda.env import explain
+    text = explain(_Cudart(), _Err(), tegra=True)
+    assert "s3rt[tensorrt" not in text and "tensorrt-cu" not in text
+    assert 'pip install "cuda-bindings>=12.6.1,<13"' in text and "JetPack's TensorRT (python3-libnvinfer)" in text
+    assert "never pip-install TensorRT on Jetson" in text
+    assert "no NVIDIA driver" in explain(_Cudart(driver=0), _Err(), tegra=True)
+
+
+def test_tegra_detection(tmp_path):
+    from s3rt.runtime.backends.cuda.env import is_tegra
+    assert not is_tegra(tmp_path)
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "device-tree" / "compatible").write_bytes(b"nvidia,p3737-0000\x00nvidia,tegra234\x00")
+    assert is_tegra(tmp_path)
+    other = tmp_path / "jetpack"
+    (other / "etc").mkdir(parents=True)
+    (other / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.0\n")
+    assert is_tegra(other)
+
+
+def test_device_memory_failure_explains_the_pairing():
+    """CudaMemory's first call fails as cuda-bindings 13 does on a CUDA 12 driver."""
+    import enum
+
+    from s3rt.errors import BackendError
+    from s3rt.runtime.backends.cuda.memory import CudaMemory
+    from tests.test_cuda_memory import StreamSim
+
+    class OldDriver(StreamSim):
+        class cudaError_t(enum.IntEnum):
+            cudaSuccess = 0
+            cudaErrorInsufficientDriver = 35
+
+        def cudaSetDevice(self, device):
+            return (self.cudaError_t.cudaErrorInsufficientDriver,)
+
+        cudaDriverGetVersion = _Cudart.cudaDriverGetVersion
+        cudaRuntimeGetVersion = _Cudart.cudaRuntimeGetVersion
+        driver, runtime = 12060, 13000
+
+    with pytest.raises(BackendError, match=r"cudaSetDevice\(0\) failed: cudaErrorInsufficientDriver: simulated error "
+                                           r"\(CUDA driver 12\.6, cuda-bindings .*\(CUDA runtime 13\.0\): the driver"):
+        CudaMemory(OldDriver(), 0)

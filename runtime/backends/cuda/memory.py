@@ -220,7 +220,11 @@ class CudaMemory:
         self._lock = threading.Lock()
         self._enqueued = 0            # copies/memsets enqueued on the stream so far
         self._retired = 0             # of those, how many a finished synchronize covered
-        self.check(cudart.cudaSetDevice(self.device), "cudaSetDevice")
+        err = cudart.cudaSetDevice(self.device)[0]
+        if err != cudart.cudaError_t.cudaSuccess:          # the first CUDA call: say which pairing failed
+            from s3rt.runtime.backends.cuda.env import explain
+            raise BackendError(f"cudaSetDevice({self.device}) failed: {cuda_error_text(cudart, err)} "
+                               f"({explain(cudart, err)})")
         self.stream = self.check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
                                  "cudaStreamCreateWithFlags")
 

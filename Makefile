@@ -32,9 +32,10 @@ kernels:
 clean:
 	rm -rf $(VENV) build s3rt_demo .pytest_cache
 
-# Prepared GPU check (issue 15): exits 2 with "no CUDA device" where there is none.
-gpu-check: $(VENV)/.installed
-	PYTHON=$(BIN)/python benchmarks/gpu_check.sh gpu_check.md
+# Prepared GPU check: no venv, no install, no network; any Python with torch (PYTHON=...).
+# Exits 2 with "no CUDA device" where there is none, 3 where torch cannot be imported.
+gpu-check:
+	PYTHON="$(PYTHON)" benchmarks/gpu_check.sh gpu_check.md
 
 # Real TensorRT / cuda-bindings wheels for tests/test_trt_api_conformance.py, unpacked OUTSIDE the repo.
 TRT_BINDINGS_CACHE ?= $(HOME)/.cache/s3rt-trt-bindings

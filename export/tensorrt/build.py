@@ -67,6 +67,7 @@ from s3rt.runtime.backends.tensorrt.engines import (PRECISIONS, EngineEntry, Eng
 from s3rt.runtime.manifest import Manifest, load_manifest
 from s3rt.runtime.backends.tensorrt.plugins import init_nvidia_plugins, library_version, load_plugin_libraries, \
     require_fused_plugin
+from s3rt.runtime.backends.tensorrt.provenance import this_machine
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,7 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     say = _reporter(progress)
 
     trt = tensorrt.load()
-    from s3rt.runtime.backends.tensorrt.backend import machine_info
-    machine = machine_info(device)
+    machine = this_machine(device, trt=trt)
     flags_on, flags_off = builder_flags(precision, fp16_mode, _flag_names(trt))
     trt_version = library_version(trt)
     say(f"s3rt build: {manifest.model.name} {manifest.geometry.height}x{manifest.geometry.width}, precision "

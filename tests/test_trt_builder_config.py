@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from s3rt.errors import ConfigError
-from s3rt.export.tensorrt.build import _save_timing_cache, builder_flags
+from s3rt.errors import BackendError, ConfigError
+from s3rt.export.tensorrt.build import SharedTimingCache, _save_timing_cache, builder_flags
 
 # BuilderFlag member names of the real bindings (tensorrt_bindings/tensorrt.so string tables of
 # tensorrt-cu12-bindings 10.16.1.11 and 11.4.0.106; tests/test_trt_api_conformance.py re-reads
@@ -53,9 +53,23 @@ class _Cache:
 
 
 class _Config:
+    """IBuilderConfig's timing-cache calls on a `device`: an empty buffer makes an empty cache of this
+    device; set_timing_cache(ignore_mismatch=False) refuses a cache of another device."""
+
+    def __init__(self, device: str = "H200") -> None:
+        self.device, self.attached = device, None
+
     def create_timing_cache(self, data: bytes) -> _Cache:
+        if not data:
+            return _Cache(self.device, set())
         d = json.loads(data)
         return _Cache(d["device"], set(d["entries"]))
+
+    def set_timing_cache(self, cache: _Cache, ignore_mismatch: bool) -> bool:
+        if cache.device != self.device and not ignore_mismatch:
+            return False
+        self.attached = cache
+        return True
 
 
 class _Builder:
@@ -78,3 +92,24 @@ def test_timing_cache_merges_only_matching_caches(tmp_path, caplog):
     assert ours.calls == [False]
     assert json.loads(path.read_bytes())["entries"] == ["new"]          # foreign entries not pulled in
     assert "another TensorRT version or GPU: not merged" in caplog.text
+
+
+def test_one_timing_cache_for_every_graph_of_a_build(tmp_path, caplog):
+    path = tmp_path / "trt.cache"
+    path.write_bytes(_Cache("Orin", {"foreign"}).serialize())
+    said: list[str] = []
+    timing = SharedTimingCache(path, said.append)
+    assert said == [f"timing cache: loaded {len(path.read_bytes())} bytes from {path}"]
+    first, second = _Config(), _Config()
+    with caplog.at_level(logging.WARNING):
+        timing.attach(first, "encoder")                         # Orin's cache on an H200: start empty
+    assert "does not match this TensorRT/GPU; building with an empty one" in caplog.text
+    assert first.attached is timing.cache and timing.cache.device == "H200" and not timing.cache.entries
+    timing.attach(second, "mask_decoder")
+    assert second.attached is first.attached                    # shared, not recreated per graph
+    timing.cache.entries.add("tactic")
+    timing.save(_Builder())
+    assert json.loads(path.read_bytes()) == {"device": "H200", "entries": ["tactic"]}   # the foreign file replaced
+    with pytest.raises(BackendError, match="mask_decoder: TensorRT refused the timing cache it created itself"):
+        timing.attach(_Config("A100"), "mask_decoder")
+    assert SharedTimingCache(None, said.append).save(_Builder()) is None and len(said) == 2

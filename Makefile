@@ -32,10 +32,12 @@ kernels:
 clean:
 	rm -rf $(VENV) build s3rt_demo .pytest_cache
 
-# Prepared GPU check: no venv, no install, no network; any Python with torch (PYTHON=...).
-# Exits 2 with "no CUDA device" where there is none, 3 where torch cannot be imported.
+# Prepared GPU check: no venv, no install, no network. GPU_PYTHON=... picks the interpreter (default: the
+# first of .venv/bin/python, python3, python that imports torch). Exits 2 with "no CUDA device" where there
+# is none, 3 where torch cannot be imported.
+GPU_PYTHON ?=
 gpu-check:
-	PYTHON="$(PYTHON)" benchmarks/gpu_check.sh gpu_check.md
+	PYTHON="$(GPU_PYTHON)" benchmarks/gpu_check.sh gpu_check.md
 
 # Real TensorRT / cuda-bindings wheels for tests/test_trt_api_conformance.py, unpacked OUTSIDE the repo.
 TRT_BINDINGS_CACHE ?= $(HOME)/.cache/s3rt-trt-bindings

@@ -33,6 +33,7 @@ import argparse
 import importlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -183,8 +184,24 @@ def torch_state() -> tuple[Any, str]:
                    f"{torch.cuda.device_count()} device(s))")
 
 
+def cuda_major_mismatch(nvcc_version: str, torch_cuda: str | None) -> str | None:
+    """Why torch cannot build a CUDA extension with this nvcc (different CUDA majors), or None."""
+    m = re.search(r"release (\d+)\.(\d+)", nvcc_version)
+    if m is None or not torch_cuda or m.group(1) == torch_cuda.split(".")[0]:
+        return None
+    return (f"nvcc is CUDA {m.group(1)}.{m.group(2)}, torch is built for CUDA {torch_cuda}: torch refuses to build "
+            f"extensions across CUDA majors (put a CUDA {torch_cuda.split('.')[0]} toolkit first: CUDA_HOME and PATH)")
+
+
 def kernel_build_rows() -> Iterator[tuple[str, str, str]]:
+    import torch
+
     from s3rt.kernels.masked_query_attention import torch_op
+    nvcc = shutil.which("nvcc")
+    mismatch = cuda_major_mismatch(subprocess.run([nvcc, "--version"], capture_output=True, text=True,
+                                                  timeout=30).stdout if nvcc else "", torch.version.cuda)
+    if mismatch:
+        yield "nvcc vs torch", f"warning: {mismatch}", ""
     start = time.perf_counter()
     torch_op.load_cuda_extension()          # MissingDependencyError with nvcc's / ninja's reason
     yield "masked_query_gather extension", "ok", f"{time.perf_counter() - start:.1f} s (cached builds are faster)"

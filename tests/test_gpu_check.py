@@ -171,3 +171,13 @@ def test_trained_tiny_rows_on_cpu():
     jf = [float(r[1].split()[1]) for r in rows]
     assert len(rows) == 2 and jf[0] == jf[1] and 0 <= jf[0] <= 1
     assert rows[1][2] == "mask IoU vs cpu fp32 1.0000"
+
+
+def test_nvcc_and_torch_cuda_majors():
+    text = "nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, V13.0.48\n"
+    assert gpu_check.cuda_major_mismatch(text, "13.0") is None
+    assert gpu_check.cuda_major_mismatch(text, None) is None                     # CPU torch: nothing to build
+    assert gpu_check.cuda_major_mismatch("", "12.8") is None                     # no nvcc: the build says so
+    assert gpu_check.cuda_major_mismatch(text, "12.8") == (
+        "nvcc is CUDA 13.0, torch is built for CUDA 12.8: torch refuses to build extensions across CUDA majors "
+        "(put a CUDA 12 toolkit first: CUDA_HOME and PATH)")

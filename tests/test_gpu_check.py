@@ -31,22 +31,9 @@ def _rows(path: Path) -> list[list[str]]:
     return [[c.strip() for c in ln.strip("|").split("|")] for ln in path.read_text().splitlines()[2:]]
 
 
-def test_script_stops_at_no_cuda_device_after_every_import(tmp_path):
-    _no_cuda()
-    out = tmp_path / "table.md"
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
-    assert done.returncode == gpu_check.NO_CUDA, done.stderr[-2000:]
-    assert "no CUDA device" in done.stderr
-    rows = _rows(out)
-    imported = {r[1]: r[2] for r in rows if r[0] == "imports"}
-    assert set(imported) == set(gpu_check.MODULES) and set(imported.values()) == {"ok"}
-    assert rows[-1][:2] == ["torch", "CUDA"] and rows[-1][2].startswith("no CUDA device (torch ")
-    assert gpu_check.main(["--configs", "tiny", "--out", str(tmp_path / "again.md")]) == gpu_check.NO_CUDA
-
-
-def test_runs_from_a_plain_copy_of_the_checkout(tmp_path):
-    """No install: the copy's own modules are imported, not the installed (editable) ones."""
+def test_script_from_a_plain_copy_stops_at_no_cuda_device_after_every_import(tmp_path):
+    """gpu_check.sh in a copy of the checkout (no install): the copy's own modules are imported, not the
+    installed (editable) ones, all of them, and the table ends on the "no CUDA device" row."""
     _no_cuda()
     copy = tmp_path / "checkout"
     for part in CHECKOUT_PARTS:
@@ -55,12 +42,16 @@ def test_runs_from_a_plain_copy_of_the_checkout(tmp_path):
             shutil.copytree(src, copy / part, ignore=shutil.ignore_patterns("__pycache__", "*.pt"))
         else:
             shutil.copy2(src, copy / part)
-    done = subprocess.run([sys.executable, str(copy / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "t.md")],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = tmp_path / "table.md"
+    done = subprocess.run(["bash", str(copy / "benchmarks" / "gpu_check.sh"), str(out)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == gpu_check.NO_CUDA, done.stdout[-3000:] + done.stderr[-2000:]
-    imported = [r for r in _rows(tmp_path / "t.md") if r[0] == "imports"]
-    assert len(imported) == len(gpu_check.MODULES)
-    assert all(r[2] == "ok" for r in imported), [r for r in imported if r[2] != "ok"]
+    assert "no CUDA device" in done.stderr
+    rows = _rows(out)
+    imported = {r[1]: r[2] for r in rows if r[0] == "imports"}
+    assert set(imported) == set(gpu_check.MODULES) and set(imported.values()) == {"ok"}, imported
+    assert rows[-1][:2] == ["torch", "CUDA"] and rows[-1][2].startswith("no CUDA device (torch ")
+    assert gpu_check.main(["--configs", "tiny", "--out", str(tmp_path / "again.md")]) == gpu_check.NO_CUDA
 
 
 def test_torch_that_cannot_be_imported_is_not_no_cuda_device(tmp_path):

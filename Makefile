@@ -19,7 +19,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/s3rt demo --out s3rt_demo
 
+# Python 3.10 is the floor (JetPack 6): vermin checks every module and test statically (~3 s)
+PY_SOURCES := s3rt export runtime kernels benchmarks training tests ros
+
 test: $(VENV)/.installed ros-interfaces
+	$(BIN)/vermin --target=3.10- --violations --no-tips -q $(PY_SOURCES)
 	$(BIN)/python -m pytest -q
 
 # ROS 2 interfaces (s3rt_interfaces, vision_msgs) built with cmake/rosidl against the ros-live wheels into
@@ -33,9 +37,12 @@ kernels:
 clean:
 	rm -rf $(VENV) build s3rt_demo .pytest_cache .ros-build
 
-# Prepared GPU check (issue 15): exits 2 with "no CUDA device" where there is none.
-gpu-check: $(VENV)/.installed
-	PYTHON=$(BIN)/python benchmarks/gpu_check.sh gpu_check.md
+# Prepared GPU check: no venv, no install, no network. GPU_PYTHON=... picks the interpreter (default: the
+# first of .venv/bin/python, python3, python that imports torch). Exits 2 with "no CUDA device" where there
+# is none, 3 where torch cannot be imported.
+GPU_PYTHON ?=
+gpu-check:
+	PYTHON="$(GPU_PYTHON)" benchmarks/gpu_check.sh gpu_check.md
 
 # Real TensorRT / cuda-bindings wheels for tests/test_trt_api_conformance.py, unpacked OUTSIDE the repo.
 TRT_BINDINGS_CACHE ?= $(HOME)/.cache/s3rt-trt-bindings

@@ -78,3 +78,53 @@ def test_gpu_check_memory_comparison_passes_and_fails():
     assert memory_ops_check(_NumpyOps()) == []
     bad = memory_ops_check(_BrokenFill())
     assert bad and "strided fill_" in bad[0] and "value differs" in bad[0]
+
+
+class _GpuLookingOrt:
+    """The installed onnxruntime, reporting the GPU providers as available and recording every
+    session build (none may happen before cuda-bindings is known to load)."""
+
+    def __init__(self, ort) -> None:
+        self._ort, self.sessions = ort, []
+
+    def __getattr__(self, name):
+        return getattr(self._ort, name)
+
+    def get_available_providers(self):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def InferenceSession(self, *args, **kwargs):
+        self.sessions.append(args)
+        raise AssertionError("a session was built before cuda-bindings was loaded")
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_cuda_bindings_load_before_any_session_is_built(tmp_path, monkeypatch, provider):
+    """Issue 24 defect 6: a TensorRT-provider build may take minutes; a missing cuda-bindings must
+    stop the open before it, naming the matching extras."""
+    import s3rt.runtime.backends.onnxruntime.backend as ort_backend
+    from s3rt.errors import MissingDependencyError
+    from s3rt.optional import optional
+    fake = _GpuLookingOrt(pytest.importorskip("onnxruntime"))
+    monkeypatch.setattr(ort_backend, "ort_mod", type("Loader", (), {"load": staticmethod(lambda: fake)}))
+    monkeypatch.setattr(ort_backend, "cuda_bindings", optional("s3rt_missing_cuda_bindings", extra="tensorrt-cu12"))
+    backend = OnnxRuntimeBackend(tmp_path, provider=provider)
+    with pytest.raises(MissingDependencyError, match=r"s3rt_missing_cuda_bindings.*s3rt\[onnxruntime-gpu-cu12\].*"
+                                                     r"s3rt\[onnxruntime-gpu-cu13\].*--ort-host-buffers"):
+        backend.open()
+    assert fake.sessions == [] and backend._mem is None
+
+
+def test_device_memory_is_freed_when_a_session_build_fails(tmp_path, monkeypatch):
+    import s3rt.runtime.backends.onnxruntime.backend as ort_backend
+    from s3rt.errors import ModelFormatError
+    from tests.test_cuda_memory import StreamSim
+    sim = StreamSim()
+    fake = _GpuLookingOrt(pytest.importorskip("onnxruntime"))
+    monkeypatch.setattr(ort_backend, "ort_mod", type("Loader", (), {"load": staticmethod(lambda: fake)}))
+    monkeypatch.setattr(ort_backend, "cuda_bindings", type("Loader", (), {"load": staticmethod(lambda: sim)}))
+    backend = OnnxRuntimeBackend(tmp_path, provider="cuda")           # tmp_path: no export there
+    with pytest.raises(ModelFormatError, match="manifest.json"):
+        backend.open()
+    assert backend._mem is None and fake.sessions == []
+    assert sim.log[-1] == "stream destroyed" and sim._buffers == {}       # CudaMemory made first, then closed

@@ -253,7 +253,8 @@ def test_tensorrt_modules_never_import_torch():
             "            raise ImportError('torch blocked')\n"
             "sys.meta_path.insert(0, Block())\n"
             "import s3rt.runtime.backends.tensorrt.backend, s3rt.runtime.backends.tensorrt.engines, s3rt.runtime.backends.tensorrt.validate\n"
-            "import s3rt.export.tensorrt.lint, s3rt.export.tensorrt.build, s3rt.export.tensorrt.surgery, s3rt.cli.build\n"
+            "import s3rt.export.tensorrt.lint, s3rt.export.tensorrt.build, s3rt.export.tensorrt.precision, "
+            "s3rt.export.tensorrt.surgery, s3rt.cli.build\n"
             "assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
@@ -337,7 +338,7 @@ def _norm_model():
 
 
 def test_fp32_islands_and_mixed_fp16_rewrite():
-    from s3rt.export.tensorrt.build import convert_to_mixed_fp16, fp32_nodes
+    from s3rt.export.tensorrt.precision import convert_to_mixed_fp16, fp32_nodes
     model = _norm_model()
     keep = fp32_nodes(model, "encoder")
     assert set(keep) == {"/norm/LayerNormalization"}
@@ -360,7 +361,7 @@ def test_fp32_islands_and_mixed_fp16_rewrite():
 
 
 def test_fp32_tails_follow_outputs_back_to_last_conv():
-    from s3rt.export.tensorrt.build import fp32_nodes
+    from s3rt.export.tensorrt.precision import fp32_nodes
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
     out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 2, 4, 4])
     w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
@@ -442,7 +443,7 @@ def test_plugin_surgery_on_traced_adapter(tmp_path):
         from s3rt.export.onnx_export import export_model
     except ImportError as exc:
         pytest.skip(f"exporter not available: {exc}")
-    from s3rt.export.tensorrt.build import convert_to_mixed_fp16, fp32_nodes
+    from s3rt.export.tensorrt.precision import convert_to_mixed_fp16, fp32_nodes
     from s3rt.export.tensorrt.lint import lint_onnx
     from s3rt.export.tensorrt.surgery import PLUGIN_OP, use_trt_deform_plugin
     manifest, _ = export_model("tiny", out_dir=tmp_path, height=64, width=96, max_objects=2, max_buckets=2,

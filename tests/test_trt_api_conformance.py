@@ -24,7 +24,7 @@ import pytest
 
 CACHE = Path(os.environ.get("S3RT_TRT_BINDINGS_CACHE", Path.home() / ".cache" / "s3rt-trt-bindings"))
 
-# names s3rt's TensorRT code uses (export/tensorrt/build.py, runtime/backends/tensorrt/backend.py, runtime/backends/tensorrt/plugins.py;
+# names s3rt's TensorRT code uses (export/tensorrt/build.py, runtime/backends/tensorrt/{backend,plugins,provenance}.py;
 # the cuda-bindings calls below also cover runtime/backends/cuda/memory.py)
 TRT_NAMES = """__version__ float32 float16 BuilderFlag TF32 Logger WARNING VERBOSE LayerType TensorIOMode INPUT OUTPUT
 nptype init_libnvinfer_plugins get_plugin_registry load_library Runtime OnnxParser NetworkDefinitionCreationFlag

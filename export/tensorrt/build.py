@@ -9,38 +9,19 @@ MODEL_DIR/engines). The configuration is logged before each build, each build is
 optional timing cache is loaded, shared by the six builds, merged with the file under a lock
 and saved.
 
+Each graph goes through small steps, chained as Polygraphy chains its loaders (each takes the
+previous one's result): `lint` (TensorRT's ONNX operator support) -> `add_deform_plugin` (surgery,
+spatial_semantic with --deform-plugin) -> `keep_fp32_islands` (fp16) -> `parse` (TensorRT network)
+-> `configure` (profile, flags, shared timing cache) -> `serialize` (the engine plan).
+
 Precision
 ---------
 fp32: strongly typed fp32 network with TF32 disabled, so engines match ONNX Runtime at
 atol/rtol 1e-3. TF32 is on by default in TensorRT (Ampere and later, Jetson Orin included), so
 it is cleared in every build: the fp32 islands of fp16 builds are meant as fp32, not TF32.
-
-fp16 keeps numerically sensitive parts in fp32 (DESIGN "Precision"). Which ONNX nodes stay fp32
-is decided by `fp32_nodes(model, graph)` from these rules (data below, `FP32_*`):
-
-1. every graph: normalisation statistics — LayerNormalization, Group/Instance/RMS/Lp
-   normalisation, ReduceMean, Pow, Sqrt, Reciprocal, ReduceL2, and any node under a module
-   scope whose name contains "norm" (decomposed norms);
-2. every graph: TopK;
-3. memory_readout: every node except convolutions (affinity MatMul, the -inf bucket mask, TopK,
-   the top-k softmax and the gather readout);
-4. output tails, i.e. every node on a path to the output after its last Conv/MatMul/Gemm:
-   spatial_semantic key, shrinkage, selection (the affinity's inputs); mask_decoder probs (the
-   soft aggregation: Sigmoid, ReduceProd, Clip, Log, Resize, Softmax) and new_sensory (the
-   sensory update: Sigmoid/Tanh gates, Mul/Sub/Add); mask_encoder new_sensory and summaries
-   (object summariser). The heavy layers (convolutions, attention matmuls) run in fp16.
-
-Two ways to apply them (`fp16_mode`):
-- "typed" (default; the only way on TensorRT >= 11, where weakly typed networks are gone):
-  `convert_to_mixed_fp16` rewrites the ONNX graph — fp16 initializers and Cast nodes at the
-  island borders, fp32 graph inputs/outputs — and the network is built STRONGLY_TYPED. The
-  rewritten graphs are written to <out>/onnx_fp16/ for inspection.
-- "constraints" (TensorRT <= 10.11 only: BuilderFlag.FP16, OBEY_PRECISION_CONSTRAINTS,
-  ILayer.precision and set_output_type are deprecated from 10.12 and gone in 11.x; refused where
-  the flags are missing): BuilderFlag.FP16 plus per-layer `precision = float32` and
-  `set_output_type(float32)` on the layers whose names match the island nodes (the ONNX parser
-  names layers after their nodes; extra layers of one node get a "_N" suffix) and on TopK and
-  normalisation layers by type, with BuilderFlag.OBEY_PRECISION_CONSTRAINTS.
+fp16 keeps the fp32 islands of `s3rt.export.tensorrt.precision` (the rules, and the ONNX-level
+rewrite of fp16 mode "typed", the default and the only mode on TensorRT >= 11), or constrains
+those layers inside TensorRT (mode "constraints", TensorRT <= 10.11 only).
 """
 
 from __future__ import annotations
@@ -51,15 +32,16 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from s3rt import __version__
 from s3rt.errors import BackendError, ConfigError, ModelFormatError
 from s3rt.export.tensorrt.lint import lint_onnx
+from s3rt.export.tensorrt.precision import convert_to_mixed_fp16, fp32_nodes
 from s3rt.optional import tensorrt
 from s3rt.runtime.contract import GRAPH_ORDER
 from s3rt.runtime.backends.tensorrt.engines import (PRECISIONS, EngineEntry, EngineManifest, Profile, file_sha256,
@@ -67,194 +49,13 @@ from s3rt.runtime.backends.tensorrt.engines import (PRECISIONS, EngineEntry, Eng
 from s3rt.runtime.manifest import Manifest, load_manifest
 from s3rt.runtime.backends.tensorrt.plugins import init_nvidia_plugins, library_version, load_plugin_libraries, \
     require_fused_plugin
+from s3rt.runtime.backends.tensorrt.provenance import this_machine
 
 log = logging.getLogger(__name__)
 
 FP16_MODES = ("typed", "constraints")
 CONSTRAINT_FLAGS = ("FP16", "OBEY_PRECISION_CONSTRAINTS")   # BuilderFlag members the "constraints" mode needs
 DEFAULT_WORKSPACE_MIB = 2048
-
-# -- fp32 islands (data) ---------------------------------------------------------------------------
-FP32_OP_TYPES = frozenset({
-    "LayerNormalization", "GroupNormalization", "InstanceNormalization", "RMSNormalization", "LpNormalization",
-    "ReduceMean", "Pow", "Sqrt", "Reciprocal", "ReduceL2", "TopK",
-})
-FP32_SCOPE = re.compile(r"(?:^|/)[^/]*norm[^/]*/", re.IGNORECASE)     # "/blocks.0/norm1/Sub" -> fp32
-FP32_WHOLE_GRAPH = {"memory_readout": frozenset({"Conv", "ConvTranspose"})}   # graph -> ops still fp16
-FP32_TAILS = {
-    "spatial_semantic": ("key", "shrinkage", "selection"),
-    "memory_readout": ("pixel_readout",),
-    "mask_decoder": ("probs", "new_sensory"),
-    "mask_encoder": ("new_sensory", "summaries"),
-}
-TAIL_STOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum"})
-# ops never rewritten to fp16 (their float outputs are typed by attributes, or they compute shapes)
-NEVER_FP16_OPS = frozenset({
-    "Cast", "CastLike", "Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike", "RandomNormal",
-    "RandomUniform", "RandomNormalLike", "RandomUniformLike", "NonZero", "If", "Loop", "Scan",
-})
-FP16_PLUGINS = frozenset({"MultiscaleDeformableAttnPlugin_TRT"})   # custom ops that accept half inputs
-FP32_PARAM_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}           # roi/scales stay float32
-FP16_MAX = 65504.0
-
-
-def _ensure_node_names(model: onnx.ModelProto) -> None:
-    used = {n.name for n in model.graph.node if n.name}
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in used:
-                name += "_"
-            node.name = name
-            used.add(name)
-
-
-def _scope(node: onnx.NodeProto) -> str:
-    """Node name plus exporter scope metadata (dynamo exports keep module paths there)."""
-    meta = " ".join(p.value for p in node.metadata_props if "scope" in p.key or "namespace" in p.key)
-    return f"{node.name} {meta}"
-
-
-def fp32_nodes(model: onnx.ModelProto, graph: str) -> dict[str, str]:
-    """Names of the nodes of `graph` that stay fp32 in an fp16 build -> the rule that keeps them."""
-    _ensure_node_names(model)
-    nodes = list(model.graph.node)
-    keep: dict[str, str] = {}
-    whole = FP32_WHOLE_GRAPH.get(graph)
-    for node in nodes:
-        if whole is not None and node.op_type not in whole:
-            keep[node.name] = f"{graph}: whole graph fp32 except {', '.join(sorted(whole))}"
-        elif node.op_type in FP32_OP_TYPES:
-            keep[node.name] = f"op {node.op_type}"
-        elif FP32_SCOPE.search(_scope(node)):
-            keep[node.name] = "normalisation scope"
-    producers = {o: n for n in nodes for o in n.output}
-    for out in FP32_TAILS.get(graph, ()):
-        stack, seen = [out], set()
-        while stack:
-            name = stack.pop()
-            node = producers.get(name)
-            if node is None or node.name in seen or node.op_type in TAIL_STOP_OPS:
-                continue
-            seen.add(node.name)
-            keep.setdefault(node.name, f"tail of output {out}")
-            stack.extend(i for i in node.input if i)
-    types = _elem_types(model)
-    floats = {TensorProto.FLOAT, TensorProto.FLOAT16}
-    computes_float = {n.name for n in nodes if any(types.get(t) in floats for t in (*n.input, *n.output) if t)}
-    return {name: why for name, why in keep.items() if name in computes_float}
-
-
-# -- ONNX-level mixed precision ("typed" fp16) ----------------------------------------------------
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-    except Exception:  # noqa: BLE001 - fall back to what the file declares
-        inferred = model
-    g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.output, *g.value_info)
-             if vi.type.HasField("tensor_type")}
-    types.update({i.name: i.data_type for i in g.initializer})
-    for node in g.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    types[node.output[0]] = a.t.data_type
-                elif a.name in ("value_float", "value_floats"):
-                    types[node.output[0]] = TensorProto.FLOAT
-    return types
-
-
-def convert_to_mixed_fp16(model: onnx.ModelProto, keep_fp32: set[str] | dict[str, str]) -> onnx.ModelProto:
-    """A copy of `model` computing in fp16 except the nodes named in `keep_fp32`.
-
-    Float initializers read by fp16 nodes get fp16 copies (clipped to +-65504); Cast nodes are
-    inserted where a tensor crosses an fp16/fp32 border; graph inputs and outputs stay float32
-    (the runtime's buffers are float32). Nodes in NEVER_FP16_OPS, custom-domain nodes (except
-    FP16_PLUGINS) and nodes with subgraphs keep their types.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    _ensure_node_names(out)
-    g = out.graph
-    types = _elem_types(out)
-    keep = set(keep_fp32)
-    inits = {i.name: i for i in g.initializer}
-    graph_outputs = {o.name for o in g.output}
-
-    def is_half_node(node: onnx.NodeProto) -> bool:
-        if node.name in keep or node.op_type in NEVER_FP16_OPS:
-            return False
-        if node.domain not in ("", "ai.onnx") and node.op_type not in FP16_PLUGINS:
-            return False
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            return False
-        return any(types.get(t) == TensorProto.FLOAT for t in (*node.input, *node.output) if t)
-
-    half = {n.name for n in g.node if is_half_node(n)}
-    # graph outputs produced in fp16: the node writes NAME__fp16, a final Cast writes NAME
-    renamed = {}
-    for node in g.node:
-        if node.name in half:
-            for i, o in enumerate(node.output):
-                if o in graph_outputs and types.get(o) == TensorProto.FLOAT:
-                    renamed[o] = f"{o}__fp16"
-                    node.output[i] = renamed[o]
-    for node in g.node:
-        for i, inp in enumerate(node.input):
-            if inp in renamed:
-                node.input[i] = renamed[inp]
-
-    dtype = dict(types)
-    casts: dict[tuple[str, int], str] = {}
-    half_inits: dict[str, str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-
-    def as_type(name: str, to: int) -> str:
-        if dtype.get(name) == to:
-            return name
-        if to == TensorProto.FLOAT16 and name in inits:
-            if name not in half_inits:
-                arr = numpy_helper.to_array(inits[name]).astype(np.float32)
-                arr = np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
-                half_inits[name] = f"{name}__fp16"
-                g.initializer.append(numpy_helper.from_array(arr, half_inits[name]))
-                dtype[half_inits[name]] = TensorProto.FLOAT16
-            return half_inits[name]
-        key = (name, to)
-        if key not in casts:
-            suffix = "fp16" if to == TensorProto.FLOAT16 else "fp32"
-            casts[key] = f"{name}__to_{suffix}"
-            new_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to, name=f"{name}__cast_{suffix}"))
-            dtype[casts[key]] = to
-        return casts[key]
-
-    for node in list(g.node):
-        if node.name in half:
-            params = FP32_PARAM_INPUTS.get(node.op_type, ())
-            for i, inp in enumerate(node.input):
-                if inp and i not in params and dtype.get(inp) == TensorProto.FLOAT:
-                    node.input[i] = as_type(inp, TensorProto.FLOAT16)
-            for o in node.output:
-                base = next((k for k, v in renamed.items() if v == o), o)
-                if o and types.get(base) == TensorProto.FLOAT:
-                    dtype[o] = TensorProto.FLOAT16
-        else:
-            for i, inp in enumerate(node.input):
-                if inp and dtype.get(inp) == TensorProto.FLOAT16:
-                    node.input[i] = as_type(inp, TensorProto.FLOAT)
-        new_nodes.append(node)
-    for orig, tmp in renamed.items():
-        new_nodes.append(helper.make_node("Cast", [tmp], [orig], to=TensorProto.FLOAT, name=f"{orig}__cast_fp32"))
-    del g.node[:]
-    g.node.extend(new_nodes)
-    del g.value_info[:]
-    # initializers no longer read in fp32 can go
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    kept_inits = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept_inits)
-    return out
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -311,6 +112,131 @@ def _fmt_profile(profile: Profile) -> str:
     return "; ".join(f"{name} min {lo} opt {opt} max {hi}" for name, (lo, opt, hi) in profile.items()) or "static"
 
 
+@dataclass
+class GraphSource:
+    """One graph on its way to TensorRT: the exported file, and what the rewriting steps made of it."""
+
+    graph: str
+    path: Path                                   # the export's ONNX file
+    model: onnx.ModelProto | None = None         # set by a step that rewrote the graph
+    keep_fp32: dict[str, str] = field(default_factory=dict)   # fp16: ONNX nodes kept fp32 -> rule
+
+    def payload(self) -> bytes | Path:
+        """What the parser reads: the rewritten graph, or the file as exported."""
+        return self.model.SerializeToString() if self.model is not None else self.path
+
+    def loaded(self) -> onnx.ModelProto:
+        return self.model if self.model is not None else onnx.load(str(self.path))
+
+
+def lint(src: GraphSource, max_opset: int) -> GraphSource:
+    """Log what TensorRT's ONNX parser is known not to support (s3rt.export.tensorrt.lint)."""
+    for problem in lint_onnx(src.path, max_opset=max_opset).problems:
+        log.warning("%s: lint: %s", src.graph, problem)
+    return src
+
+
+def add_deform_plugin(src: GraphSource, out: Path, say: Callable[[str], None]) -> GraphSource:
+    """Surgery: GridSample deformable attention -> MultiscaleDeformableAttnPlugin_TRT (kept in out/onnx_plugin/)."""
+    from s3rt.export.tensorrt.surgery import use_trt_deform_plugin
+    plugin_dir = out / "onnx_plugin"
+    plugin_dir.mkdir(parents=True, exist_ok=True)
+    model, sites = use_trt_deform_plugin(src.model if src.model is not None else src.path,
+                                         plugin_dir / f"{src.graph}.onnx")
+    say(f"{src.graph}: {sites} deformable-attention site(s) -> MultiscaleDeformableAttnPlugin_TRT")
+    return replace(src, model=model)
+
+
+def keep_fp32_islands(src: GraphSource, fp16_mode: str, out: Path) -> GraphSource:
+    """fp16: choose the fp32 islands; mode "typed" also rewrites the graph (kept in out/onnx_fp16/)."""
+    model = src.loaded()
+    keep = fp32_nodes(model, src.graph)
+    if fp16_mode != "typed":
+        return replace(src, keep_fp32=keep)          # "constraints": layers are constrained in `configure`
+    mixed = convert_to_mixed_fp16(model, keep)
+    fp16_dir = out / "onnx_fp16"
+    fp16_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(mixed, str(fp16_dir / f"{src.graph}.onnx"))
+    return replace(src, model=mixed, keep_fp32=keep)
+
+
+def parse(trt: Any, builder: Any, logger: Any, src: GraphSource, *, strongly_typed: bool) -> tuple[Any, Any]:
+    """(network, parser): the parser owns weights the network refers to, so both are kept together."""
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    payload = src.payload()
+    ok = parser.parse(payload) if isinstance(payload, bytes) else parser.parse_from_file(str(payload))
+    if not ok:
+        errors = [str(parser.get_error(e)) for e in range(parser.num_errors)]
+        raise ModelFormatError(f"TensorRT {trt.__version__} cannot parse {src.path}: " + " | ".join(errors[:5])
+                               + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
+    return network, parser
+
+
+class SharedTimingCache:
+    """One timing cache for every graph of a build: loaded from `path` (when given), attached to each
+    builder config, merged with the file under a lock and saved at the end."""
+
+    def __init__(self, path: Path | None, say: Callable[[str], None]) -> None:
+        self.path, self.say = path, say
+        self.cache = None
+        self._bytes = b""
+        if path is not None and path.is_file():
+            with _file_lock(path):
+                self._bytes = path.read_bytes()
+            say(f"timing cache: loaded {len(self._bytes)} bytes from {path}")
+
+    def attach(self, config: Any, graph: str) -> None:
+        if self.cache is not None:
+            if not config.set_timing_cache(self.cache, ignore_mismatch=False):
+                raise BackendError(f"{graph}: TensorRT refused the timing cache it created itself for the previous graph")
+            return
+        self.cache = config.create_timing_cache(self._bytes)
+        if not config.set_timing_cache(self.cache, ignore_mismatch=False):
+            log.warning("timing cache %s does not match this TensorRT/GPU; building with an empty one (the file "
+                        "is replaced on save)", self.path)
+            self.cache = config.create_timing_cache(b"")
+            if not config.set_timing_cache(self.cache, ignore_mismatch=False):
+                raise BackendError("TensorRT refused an empty timing cache; build without --timing-cache")
+
+    def save(self, builder: Any) -> None:
+        if self.path is not None and self.cache is not None:
+            _save_timing_cache(self.cache, self.path, builder, self.say)
+
+
+def configure(trt: Any, builder: Any, network: Any, src: GraphSource, profile_shapes: Profile, *,
+              workspace_mib: int | None, flags: tuple[list[str], list[str]], timing: SharedTimingCache) -> tuple[Any, int]:
+    """(builder config, number of layers constrained to fp32): workspace, optimisation profile, flags."""
+    flags_on, flags_off = flags
+    config = builder.create_builder_config()
+    if workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    if profile_shapes:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile_shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    for flag in flags_off:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
+    for flag in flags_on:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    constrained = _constrain_layers(trt, network, src.keep_fp32) if "FP16" in flags_on else 0
+    timing.attach(config, src.graph)
+    return config, constrained
+
+
+def serialize(builder: Any, network: Any, config: Any, graph: str) -> tuple[bytes, float]:
+    """(engine plan, build seconds)."""
+    start = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if plan is None:
+        raise BackendError(f"TensorRT failed to build {graph} (see the TensorRT log above; try -v, a larger "
+                           "--workspace, or precision fp32)")
+    return bytes(plan), seconds
+
+
 def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_mib: int | None = DEFAULT_WORKSPACE_MIB,
                   timing_cache: str | Path | None = None, max_objects: int | None = None,
                   out_dir: str | Path | None = None, progress: bool | Callable[[str], None] = True,
@@ -346,9 +272,8 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     say = _reporter(progress)
 
     trt = tensorrt.load()
-    from s3rt.runtime.backends.tensorrt.backend import machine_info
-    machine = machine_info(device)
-    flags_on, flags_off = builder_flags(precision, fp16_mode, _flag_names(trt))
+    machine = this_machine(device, trt=trt)
+    flags = builder_flags(precision, fp16_mode, _flag_names(trt))
     trt_version = library_version(trt)
     say(f"s3rt build: {manifest.model.name} {manifest.geometry.height}x{manifest.geometry.width}, precision "
         f"{precision}{f' ({fp16_mode})' if precision == 'fp16' else ''}, workspace "
@@ -359,101 +284,39 @@ def build_engines(model_dir: str | Path, *, precision: str = "fp32", workspace_m
     init_nvidia_plugins(trt, logger)
     plugins = load_plugin_libraries(trt, list(plugin_libs))
     builder = trt.Builder(logger)
-    cache_path = Path(timing_cache) if timing_cache is not None else None
-    cache_bytes = b""
-    if cache_path is not None and cache_path.is_file():
-        with _file_lock(cache_path):
-            cache_bytes = cache_path.read_bytes()
-        say(f"timing cache: loaded {len(cache_bytes)} bytes from {cache_path}")
-    shared_cache = None
+    timing = SharedTimingCache(Path(timing_cache) if timing_cache is not None else None, say)
     out.mkdir(parents=True, exist_ok=True)
 
     entries: dict[str, EngineEntry] = {}
     islands: dict[str, list[str]] = {}
     for i, graph in enumerate(graphs, 1):
-        onnx_path = manifest.path(graph)
-        report = lint_onnx(onnx_path, max_opset=max(20, manifest.opset))
-        for problem in report.problems:
-            log.warning("%s: lint: %s", graph, problem)
-        network_flags = 0
-        source: bytes | Path = onnx_path
-        keep: dict[str, str] = {}
-        model = None
+        step = lambda msg: say(f"[{i}/{len(graphs)}] {msg}")   # noqa: E731 - progress prefix of this graph
+        src = lint(GraphSource(graph, manifest.path(graph)), max_opset=max(20, manifest.opset))
         if deform_plugin and graph == "spatial_semantic":
-            from s3rt.export.tensorrt.surgery import use_trt_deform_plugin
-            plugin_dir = out / "onnx_plugin"
-            plugin_dir.mkdir(parents=True, exist_ok=True)
-            model, sites = use_trt_deform_plugin(onnx_path, plugin_dir / f"{graph}.onnx")
-            say(f"[{i}/{len(graphs)}] {graph}: {sites} deformable-attention site(s) -> MultiscaleDeformableAttnPlugin_TRT")
-            source = model.SerializeToString()
+            src = add_deform_plugin(src, out, step)
         if precision == "fp16":
-            model = model if model is not None else onnx.load(str(onnx_path))
-            keep = fp32_nodes(model, graph)
-            islands[graph] = sorted(keep)
-            if fp16_mode == "typed":
-                mixed = convert_to_mixed_fp16(model, keep)
-                fp16_dir = out / "onnx_fp16"
-                fp16_dir.mkdir(parents=True, exist_ok=True)
-                onnx.save(mixed, str(fp16_dir / f"{graph}.onnx"))
-                source = mixed.SerializeToString()
-        if precision == "fp32" or fp16_mode == "typed":
-            network_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(network_flags)
-        parser = trt.OnnxParser(network, logger)
-        ok = parser.parse(source) if isinstance(source, bytes) else parser.parse_from_file(str(source))
-        if not ok:
-            errors = [str(parser.get_error(e)) for e in range(parser.num_errors)]
-            raise ModelFormatError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: " + " | ".join(errors[:5])
-                                   + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
+            src = keep_fp32_islands(src, fp16_mode, out)
+            islands[graph] = sorted(src.keep_fp32)
+        network, parser = parse(trt, builder, logger, src,
+                                strongly_typed=precision == "fp32" or fp16_mode == "typed")
         profile_shapes = profiles[graph]
         _check_network_inputs(network, profile_shapes, graph)
-
-        config = builder.create_builder_config()
-        if workspace_mib:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-        if profile_shapes:
-            profile = builder.create_optimization_profile()
-            for name, (lo, opt, hi) in profile_shapes.items():
-                profile.set_shape(name, lo, opt, hi)
-            config.add_optimization_profile(profile)
-        for flag in flags_off:
-            config.clear_flag(getattr(trt.BuilderFlag, flag))
-        for flag in flags_on:
-            config.set_flag(getattr(trt.BuilderFlag, flag))
-        constrained = _constrain_layers(trt, network, keep) if "FP16" in flags_on else 0
-        if shared_cache is None:
-            shared_cache = config.create_timing_cache(cache_bytes)
-            if not config.set_timing_cache(shared_cache, ignore_mismatch=False):
-                log.warning("timing cache %s does not match this TensorRT/GPU; building with an empty one (the file "
-                            "is replaced on save)", cache_path)
-                cache_bytes = b""
-                shared_cache = config.create_timing_cache(b"")
-                if not config.set_timing_cache(shared_cache, ignore_mismatch=False):
-                    raise BackendError("TensorRT refused an empty timing cache; build without --timing-cache")
-        elif not config.set_timing_cache(shared_cache, ignore_mismatch=False):
-            raise BackendError(f"{graph}: TensorRT refused the timing cache it created itself for the previous graph")
-
-        say(f"[{i}/{len(graphs)}] {graph}: {network.num_layers} layers, profile {_fmt_profile(profile_shapes)}"
-            + (f", {len(keep)} ONNX nodes kept fp32" if precision == "fp16" else "")
-            + (f" ({constrained} layers constrained)" if constrained else ""))
-        start = time.perf_counter()
-        plan = builder.build_serialized_network(network, config)
-        seconds = time.perf_counter() - start
-        if plan is None:
-            raise BackendError(f"TensorRT failed to build {graph} (see the TensorRT log above; try -v, a larger "
-                               "--workspace, or precision fp32)")
+        config, constrained = configure(trt, builder, network, src, profile_shapes, workspace_mib=workspace_mib,
+                                        flags=flags, timing=timing)
+        step(f"{graph}: {network.num_layers} layers, profile {_fmt_profile(profile_shapes)}"
+             + (f", {len(src.keep_fp32)} ONNX nodes kept fp32" if precision == "fp16" else "")
+             + (f" ({constrained} layers constrained)" if constrained else ""))
+        plan, seconds = serialize(builder, network, config, graph)
+        del parser                                             # the plan holds the weights now
         engine_file = f"{graph}.engine"
-        (out / engine_file).write_bytes(bytes(plan))
-        say(f"[{i}/{len(graphs)}] {graph}: built in {seconds:.1f} s, {len(bytes(plan)) / 2**20:.1f} MiB")
+        (out / engine_file).write_bytes(plan)
+        step(f"{graph}: built in {seconds:.1f} s, {len(plan) / 2**20:.1f} MiB")
         entries[graph] = EngineEntry(file=engine_file, onnx_file=manifest.files[graph],
-                                     onnx_sha256=file_sha256(onnx_path), build_seconds=round(seconds, 2),
+                                     onnx_sha256=file_sha256(manifest.path(graph)), build_seconds=round(seconds, 2),
                                      profile={k: [list(s) for s in v] for k, v in profile_shapes.items()})
+    timing.save(builder)
 
-    if cache_path is not None and shared_cache is not None:
-        _save_timing_cache(shared_cache, cache_path, builder, say)
-
-    previous = _previous_entries(out, graphs)
-    entries = {**previous, **entries}
+    entries = {**_previous_entries(out, graphs), **entries}
     result = EngineManifest(
         root=out, tensorrt_version=trt_version, gpu_name=machine.gpu_name,
         compute_capability=machine.compute_capability, precision=precision, engines=entries, s3rt_version=__version__,
@@ -534,5 +397,6 @@ def _save_timing_cache(cache, path: Path, builder, say: Callable[[str], None]) -
     say(f"timing cache: saved {len(data)} bytes to {path}")
 
 
-__all__ = ["CONSTRAINT_FLAGS", "DEFAULT_WORKSPACE_MIB", "FP16_MODES", "builder_flags", "FP32_OP_TYPES", "FP32_TAILS", "FP32_WHOLE_GRAPH", "Manifest",
-           "build_engines", "convert_to_mixed_fp16", "fp32_nodes"]
+__all__ = ["CONSTRAINT_FLAGS", "DEFAULT_WORKSPACE_MIB", "FP16_MODES", "GraphSource", "Manifest", "SharedTimingCache",
+           "add_deform_plugin", "build_engines", "builder_flags", "configure", "keep_fp32_islands", "lint", "parse",
+           "serialize"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -202,30 +203,66 @@ class CudaMemory:
 
     Copies are enqueued on the stream; `pending` says whether any may still run, so a consumer on
     another stream (ONNX Runtime's CUDA EP, which does not wait for other streams before a run)
-    can `synchronize()` first. Host transfers synchronise before returning.
+    can `sync_pending()` first. Host transfers synchronise before returning.
+
+    Thread safety: one CudaMemory serves every session of a concurrent backend (the serving
+    manager runs ONNX Runtime sessions in parallel threads). A single "pending" flag would let one
+    thread's synchronize clear the flag for a copy another thread enqueued after that synchronize
+    started, and the second thread's run would read stale input. So every enqueue is numbered
+    (under a lock, after the CUDA call returns) and a synchronize only retires the copies that were
+    numbered before it called cudaStreamSynchronize.
     """
 
     def __init__(self, cudart: Any, device: int = 0) -> None:
         self.cudart = cudart
         self.device = int(device)
         self._allocations: list[int] = []
-        self.pending = False
-        self.check(cudart.cudaSetDevice(self.device), "cudaSetDevice")
+        self._lock = threading.Lock()
+        self._enqueued = 0            # copies/memsets enqueued on the stream so far
+        self._retired = 0             # of those, how many a finished synchronize covered
+        err = cudart.cudaSetDevice(self.device)[0]
+        if err != cudart.cudaError_t.cudaSuccess:          # the first CUDA call: say which pairing failed
+            from s3rt.runtime.backends.cuda.env import explain
+            raise BackendError(f"cudaSetDevice({self.device}) failed: {cuda_error_text(cudart, err)} "
+                               f"({explain(cudart, err)})")
         self.stream = self.check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
                                  "cudaStreamCreateWithFlags")
 
     def check(self, result: tuple, what: str) -> Any:
         return cuda_check(self.cudart, result, what)
 
+    @property
+    def pending(self) -> bool:
+        """True while a copy enqueued on the stream may not have completed."""
+        with self._lock:
+            return self._retired < self._enqueued
+
+    def _enqueue(self, calls: list[tuple[Any, tuple, str]]) -> None:
+        """Run the (function, args, what) CUDA calls that enqueue work, then count them as one copy."""
+        with self._lock:
+            for fn, args, what in calls:
+                self.check(fn(*args), what)
+            self._enqueued += 1
+
     # -- lifecycle --------------------------------------------------------------------------------
     def malloc(self, nbytes: int) -> int:
         ptr = int(self.check(self.cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes} bytes)"))
-        self._allocations.append(ptr)
+        with self._lock:
+            self._allocations.append(ptr)
         return ptr
 
     def synchronize(self) -> None:
+        """Wait for everything enqueued before this call (other threads may enqueue meanwhile)."""
+        with self._lock:
+            covered = self._enqueued
         self.check(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        self.pending = False
+        with self._lock:
+            self._retired = max(self._retired, covered)
+
+    def sync_pending(self) -> None:
+        """synchronize() if any enqueued copy may still run (before a run on another stream)."""
+        if self.pending:
+            self.synchronize()
 
     def close(self) -> None:
         cudart = self.cudart
@@ -243,22 +280,21 @@ class CudaMemory:
         dt = np.dtype(dtype)
         nbytes = max(1, math.prod(shape) * dt.itemsize)
         ptr = self.malloc(nbytes)
-        self.check(self.cudart.cudaMemsetAsync(ptr, 0, nbytes, self.stream), "cudaMemsetAsync")
-        self.pending = True
+        self._enqueue([(self.cudart.cudaMemsetAsync, (ptr, 0, nbytes, self.stream), "cudaMemsetAsync")])
         return DeviceArray(ptr, tuple(shape), dt)
 
     def memcpy(self, dst: int, dst_strides: tuple[int, ...], src: int, src_strides: tuple[int, ...],
                shape: tuple[int, ...], itemsize: int, kind: Any) -> None:
-        cudart = self.cudart
+        cudart, calls = self.cudart, []
         for c in plan_copy(shape, dst_strides, src_strides, itemsize):
             if c.height == 1 or (c.dst_pitch == c.width and c.src_pitch == c.width):
-                self.check(cudart.cudaMemcpyAsync(dst + c.dst_offset, src + c.src_offset, c.width * c.height,
-                                                  kind, self.stream), "cudaMemcpyAsync")
+                calls.append((cudart.cudaMemcpyAsync, (dst + c.dst_offset, src + c.src_offset, c.width * c.height,
+                                                       kind, self.stream), "cudaMemcpyAsync"))
             else:
-                self.check(cudart.cudaMemcpy2DAsync(dst + c.dst_offset, c.dst_pitch, src + c.src_offset,
-                                                    c.src_pitch, c.width, c.height, kind, self.stream),
-                           "cudaMemcpy2DAsync")
-        self.pending = True
+                calls.append((cudart.cudaMemcpy2DAsync, (dst + c.dst_offset, c.dst_pitch, src + c.src_offset,
+                                                         c.src_pitch, c.width, c.height, kind, self.stream),
+                              "cudaMemcpy2DAsync"))
+        self._enqueue(calls)
 
     def to_host(self, x: Any) -> np.ndarray:
         if not isinstance(x, DeviceArray):
@@ -297,15 +333,15 @@ class CudaMemory:
         if value != 0:
             self.upload(dst, np.full(dst.shape, value, dst.dtype))
             return
-        cudart = self.cudart
+        cudart, calls = self.cudart, []
         for c in plan_copy(dst.shape, dst.strides, dst.strides, dst.itemsize):
             if c.height == 1 or c.dst_pitch == c.width:
-                self.check(cudart.cudaMemsetAsync(dst.ptr + c.dst_offset, 0, c.width * c.height, self.stream),
-                           "cudaMemsetAsync")
+                calls.append((cudart.cudaMemsetAsync, (dst.ptr + c.dst_offset, 0, c.width * c.height, self.stream),
+                              "cudaMemsetAsync"))
             else:
-                self.check(cudart.cudaMemset2DAsync(dst.ptr + c.dst_offset, c.dst_pitch, 0, c.width, c.height,
-                                                    self.stream), "cudaMemset2DAsync")
-        self.pending = True
+                calls.append((cudart.cudaMemset2DAsync, (dst.ptr + c.dst_offset, c.dst_pitch, 0, c.width, c.height,
+                                                         self.stream), "cudaMemset2DAsync"))
+        self._enqueue(calls)
 
 
 def cuda_error_text(cudart: Any, err: Any) -> str:

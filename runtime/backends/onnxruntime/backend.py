@@ -87,7 +87,30 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
         if wanted not in available:
             raise BackendError(f"ONNX Runtime provider {wanted} is not available in this install "
                                f"(onnxruntime {ort.__version__}; available: {', '.join(available)}); "
-                               "install onnxruntime-gpu for cuda/tensorrt, or use --provider cpu")
+                               "for cuda/tensorrt install the onnxruntime-gpu build of the driver's CUDA major "
+                               "(s3rt[onnxruntime-gpu-cu12] or s3rt[onnxruntime-gpu-cu13]), or use --provider cpu")
+        if not self.host_buffers:
+            # before any session: a TensorRT-provider build can take minutes, and must not end on a
+            # missing cuda-bindings or a driver/runtime mismatch that is known right now
+            self._mem = CudaMemory(self._load_cudart(), self.device)
+        try:
+            self._open_sessions(ort, wanted, available)
+        except BaseException:
+            self._close()
+            raise
+        log.debug("opened %d ONNX Runtime sessions on %s", len(self._sessions), wanted)
+
+    def _load_cudart(self):
+        try:
+            return cuda_bindings.load()
+        except MissingDependencyError as exc:
+            raise MissingDependencyError(
+                f"{exc}. The {self.provider} provider keeps the tracker's state on the GPU through cuda-bindings "
+                "of the driver's CUDA major: pip install \"s3rt[onnxruntime-gpu-cu12]\" (CUDA 12 drivers) or "
+                "\"s3rt[onnxruntime-gpu-cu13]\" (CUDA 13), or keep host buffers (--ort-host-buffers; every call "
+                "then copies the memory bank)") from exc
+
+    def _open_sessions(self, ort, wanted: str, available: list[str]) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[self.opt_level])
         if self.threads:
@@ -124,16 +147,6 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             self._sessions[name] = sess
         for note in self.placement_notes:
             log.warning("%s", note)
-        if not self.host_buffers:
-            try:
-                cudart = cuda_bindings.load()
-            except MissingDependencyError as exc:
-                raise MissingDependencyError(
-                    f"{exc}. The {self.provider} provider keeps the tracker's state on the GPU through "
-                    "cuda-bindings: pip install \"s3rt[onnxruntime-gpu]\" (onnxruntime-gpu with cuda-bindings 12.x), "
-                    "or keep host buffers (--ort-host-buffers; every call then copies the memory bank)") from exc
-            self._mem = CudaMemory(cudart, self.device)
-        log.debug("opened %d ONNX Runtime sessions on %s", len(self._sessions), wanted)
 
     def _trt_cache(self, graph: str) -> Path:
         root = self.trt_cache_dir if self.trt_cache_dir is not None else self.model_dir / "ort_trt_cache"
@@ -180,8 +193,8 @@ class OnnxRuntimeBackend(ExportedGraphsBackend):
             if len(self._bindings) > 256:       # N/NB combinations are few; guard against leaks anyway
                 self._bindings.clear()
             self._bindings[key] = binding
-        if self._mem is not None and self._mem.pending:
-            self._mem.synchronize()             # slot writes queued on our stream must land first
+        if self._mem is not None:
+            self._mem.sync_pending()            # slot writes queued on our stream (by any thread) land first
         sess.run_with_iobinding(binding)
 
     # -- memory: numpy (CPU provider) or CUDA device arrays (GPU providers) -------------------------

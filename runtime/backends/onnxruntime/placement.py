@@ -36,6 +36,8 @@ from s3rt.errors import BackendError
 _ALL = re.compile(r"All nodes placed on \[(\w+)\]\. Number of nodes: (\d+)")
 _SOME = re.compile(r"Node\(s\) placed on \[(\w+)\]\. Number of nodes: (\d+)")
 _NODE = re.compile(r"VerifyEachNodeIsAssignedToAnEp\]\s{2,}(\S+) \((.*)\)\s*$")
+_PROBLEM = re.compile(r"\[[WEF]:onnxruntime")          # warning, error, fatal lines (TensorRT EP's too)
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 # shape arithmetic ONNX Runtime keeps on CPU on purpose (small int64 tensors)
 CPU_OK_OPS = frozenset({"Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Reshape", "Cast",
                         "ConstantOfShape", "Range", "Equal", "Where", "Expand", "Mul", "Add", "Sub", "Div",
@@ -88,19 +90,37 @@ def captured_fd2() -> Iterator[Callable[[], str]]:
         tmp.close()
 
 
+def log_problems(log_text: str, limit: int = 20) -> list[str]:
+    """The warning, error and fatal lines of an ONNX Runtime log (the TensorRT provider logs through
+    it), terminal colour codes removed; at most `limit`, the last ones (closest to a failure)."""
+    lines = [_COLOUR.sub("", ln).strip() for ln in log_text.splitlines() if _PROBLEM.search(ln)]
+    return lines[-limit:]
+
+
 def build_session_with_placement(ort: Any, model: str | bytes, opts: Any, providers: list) -> tuple[Any, Placement]:
-    """An InferenceSession plus its node placement (verbose log captured during the build only)."""
+    """An InferenceSession plus its node placement (verbose log captured during the build only).
+
+    If the build raises (say the TensorRT provider's engine build fails), the log's warning and
+    error lines are printed and carried in the BackendError raised from ORT's exception: the
+    exception alone rarely says why.
+    """
     severity = opts.log_severity_level
     opts.log_severity_level = 0          # VERBOSE: the placement lines
     try:
         with captured_fd2() as read:
             sess = ort.InferenceSession(model, opts, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        problems = log_problems(read())
+        for ln in problems:
+            print(ln, file=sys.stderr)
+        log_text = ("; ONNX Runtime log (warnings and errors): " + " | ".join(problems)) if problems else \
+            "; ONNX Runtime logged no warning or error"
+        raise BackendError(f"{type(exc).__name__}: {exc}{log_text}") from exc
     finally:
         opts.log_severity_level = severity
     log_text = read()
     placement = parse_placement(log_text)
-    warnings = [ln for ln in log_text.splitlines() if "[W:" in ln or "[E:" in ln]
-    for ln in warnings[:5]:
+    for ln in log_problems(log_text, limit=5):
         print(ln, file=sys.stderr)        # keep ORT's own warnings visible
     return sess, placement
 
@@ -132,4 +152,4 @@ def check_placement(placement: Placement, wanted: str, graph: str, *, allow_cpu_
 
 
 __all__ = ["CPU_OK_OPS", "Placement", "build_session_with_placement", "captured_fd2", "check_placement",
-           "parse_placement"]
+           "log_problems", "parse_placement"]

@@ -30,13 +30,12 @@ from s3rt.errors import BackendError, InternalError, ModelFormatError, ShapeErro
 from s3rt.optional import cuda_bindings, tensorrt
 from s3rt.runtime.backends.base import Array, ExportedGraphsBackend
 from s3rt.runtime.contract import GRAPH_ORDER
-from s3rt.runtime.backends.cuda import env as cuda_env
-from s3rt.runtime.backends.cuda.memory import (Copy2D, CudaMemory, DeviceArray, contiguous_strides, cuda_check,
-                                               cuda_error_text, is_contiguous, plan_copy)
+from s3rt.runtime.backends.cuda.memory import (Copy2D, CudaMemory, DeviceArray, contiguous_strides, is_contiguous,
+                                               plan_copy)
 from s3rt.runtime.backends.tensorrt.engines import (EngineManifest, MachineInfo, check_compatible, check_onnx_hashes,
                                           load_engine_manifest)
-from s3rt.runtime.backends.tensorrt.plugins import PluginLibrary, check_plugins, init_nvidia_plugins, library_version, \
-    load_plugin_libraries
+from s3rt.runtime.backends.tensorrt.plugins import PluginLibrary, check_plugins, init_nvidia_plugins, load_plugin_libraries
+from s3rt.runtime.backends.tensorrt.provenance import this_machine
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ class TensorRTBackend(ExportedGraphsBackend):
         trt = tensorrt.load()                          # MissingDependencyError names the extra
         cudart = cuda_bindings.load()
         self._trt, self._cudart = trt, cudart
-        machine = self._probe_machine()                # BackendError without a GPU
+        machine = this_machine(self.device, trt=trt, cudart=cudart)   # BackendError without a GPU
         self._machine = machine
         manifest = self.manifest                       # ModelFormatError: export or engines missing
         if manifest.settings.long_term is not None:
@@ -127,23 +126,6 @@ class TensorRTBackend(ExportedGraphsBackend):
             raise
         log.info("TensorRT %s: opened %d %s engines from %s on %s", trt.__version__, len(self._graphs),
                  engines.precision, self.engine_dir, machine.gpu_name)
-
-    def _probe_machine(self) -> MachineInfo:
-        cudart = self._cudart
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or not count:
-            raise BackendError(f"the TensorRT backend needs an NVIDIA GPU, but CUDA reports none "
-                               f"({self._error_text(err) if err != cudart.cudaError_t.cudaSuccess else '0 devices'}; "
-                               f"{cuda_env.explain(cudart, err)}); use --backend onnxruntime or torch on this machine")
-        if not 0 <= self.device < count:
-            raise BackendError(f"--device {self.device}: this machine has {count} CUDA device(s) (0..{count - 1})")
-        self._cuda(cudart.cudaSetDevice(self.device), "cudaSetDevice")
-        prop = self._cuda(cudart.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
-        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        runtime_version = self._cuda(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
-        return MachineInfo(tensorrt_version=library_version(self._trt), gpu_name=name.rstrip("\x00").strip(),
-                           compute_capability=f"{prop.major}.{prop.minor}",
-                           cuda_runtime=f"{runtime_version // 1000}.{(runtime_version % 1000) // 10}")
 
     def _load_engines(self) -> None:
         trt = self._trt
@@ -206,12 +188,6 @@ class TensorRTBackend(ExportedGraphsBackend):
         self._mem = None
 
     # -- CUDA helpers ----------------------------------------------------------------------------
-    def _error_text(self, err: Any) -> str:
-        return cuda_error_text(self._cudart, err)
-
-    def _cuda(self, result: tuple, what: str) -> Any:
-        return cuda_check(self._cudart, result, what)
-
     @property
     def _stream(self) -> Any:
         return self._mem.stream if self._mem is not None else None
@@ -308,13 +284,5 @@ class TensorRTBackend(ExportedGraphsBackend):
         return info
 
 
-def machine_info(device: int = 0) -> MachineInfo:
-    """TensorRT version and GPU of this machine (imports TensorRT and cuda-python)."""
-    backend = TensorRTBackend(".", device=device)
-    backend._trt = tensorrt.load()
-    backend._cudart = cuda_bindings.load()
-    return backend._probe_machine()
-
-
 __all__ = ["ADDRESS_ALIGNMENT", "Copy2D", "DeviceArray", "TensorRTBackend", "contiguous_strides", "is_contiguous",
-           "machine_info", "plan_copy"]
+           "plan_copy"]

@@ -6,7 +6,7 @@ Items leave in the order they came in. Frames obey the stream's policy:
   item between them keeps the older frame (the control must see the frames before it).
 - every frame: frames wait in order, and `put` blocks while `max_waiting` frames already wait
   (back-pressure for offline replay, nothing is ever dropped).
-Controls are never dropped or replaced; `put` blocks while `max_waiting` of them wait, so a client
+Controls are never dropped or replaced; `put` blocks while `max_controls` of them wait, so a client
 that sends masks faster than they are handled is slowed down, not buffered without bound (a
 transport's reader then stops reading, and the transport's flow control stops the client).
 """
@@ -61,9 +61,10 @@ Item = Union[FrameItem, ControlItem, DecidedItem]
 class Inbox:
     """Thread-safe FIFO of items with latest-frame-wins or back-pressure for frames."""
 
-    def __init__(self, *, latest_frame_wins: bool, max_waiting: int = 8) -> None:
+    def __init__(self, *, latest_frame_wins: bool, max_waiting: int = 8, max_controls: int = 2) -> None:
         self.latest_frame_wins = latest_frame_wins
         self.max_waiting = max(1, max_waiting)
+        self.max_controls = max(1, max_controls)     # a mask control holds a frame and a mask: a few MB each
         self._items: deque[Item] = deque()
         self._frames = 0
         self._others = 0
@@ -81,7 +82,8 @@ class Inbox:
                     self._frames -= 1
             else:
                 plain_frame = isinstance(item, FrameItem)
-                while (self._frames if plain_frame else self._others) >= self.max_waiting and not self._closed:
+                limit = self.max_waiting if plain_frame else self.max_controls
+                while (self._frames if plain_frame else self._others) >= limit and not self._closed:
                     self._cond.wait()
                 self._check_open()
             self._items.append(item)

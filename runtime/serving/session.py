@@ -15,7 +15,7 @@ reading.
 Outputs wait in the stream until the client reads them, and a client may stall, so the unread
 ones are bounded: results (frame results and the results carried by add/update replies) by
 `max_unread_results`, everything by `max_unread_outputs` (the stream is then closed); controls
-waiting in the inbox by `max_waiting` (the sender blocks).
+waiting in the inbox by `max_waiting_controls` (the sender blocks).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class StreamOptions:
       (age since capture_ts, wall-clock seconds; needs synchronised clocks).
     latest_frame_wins: True = depth-1 slot, a newer frame replaces a waiting one; False = every
       frame is processed in order and submit() blocks while `max_waiting` frames wait.
-    max_waiting: frames (every-frame mode) and controls that may wait in the inbox.
+    max_waiting: frames that may wait in the inbox (every-frame mode); max_waiting_controls: controls
+      (and transport-decided outcomes) that may wait before the sender blocks.
     max_objects: this stream's object limit (None: the tracker's capacity).
     max_unread_results / max_unread_outputs: what a stalled reader may leave unread (module
       docstring); None = unbounded.
@@ -65,6 +66,7 @@ class StreamOptions:
     deadline_from: str = "receive"
     latest_frame_wins: bool = True
     max_waiting: int = 8
+    max_waiting_controls: int = 2
     max_objects: int | None = None
     max_unread_results: int | None = 32
     max_unread_outputs: int | None = 1024
@@ -135,7 +137,8 @@ class StreamSession:
         self._executor: InlineExecutor | WorkerExecutor
         if threaded:
             self._outputs = Outbox()
-            inbox = Inbox(latest_frame_wins=self.options.latest_frame_wins, max_waiting=self.options.max_waiting)
+            inbox = Inbox(latest_frame_wins=self.options.latest_frame_wins, max_waiting=self.options.max_waiting,
+                          max_controls=self.options.max_waiting_controls)
             self._executor = WorkerExecutor(self._handle, inbox, name=f"s3rt-stream-{stream_id}")
         else:
             self._executor = InlineExecutor(self._handle)
@@ -260,11 +263,11 @@ class StreamSession:
                     self._finish(item, self._drop(item, Verdict(DropReason.CLOSED, reason)))
                 case ControlItem(control=control):
                     err = StreamClosedError(f"stream {self.stream_id} closed before this {control.op} ran: {reason}")
-                    item.future.set_exception(err)
+                    _fail(item.future, err)
                     self._emit(ControlReply(op=control.op, request_id=item.request_id, ok=False,
                                             error=type(err).__name__, message=str(err)))
                 case DecidedItem():
-                    item.future.set_exception(StreamClosedError(reason))
+                    _fail(item.future, StreamClosedError(reason))
         self._tracker = None                        # frees the state buffers (the backend stays open)
         if self._outputs is not None:
             self._outputs.end()
@@ -297,7 +300,7 @@ class StreamSession:
                 seq = item.seq if isinstance(item, FrameItem) else -1
                 out = FrameFailed(seq, getattr(item, "capture_ts", 0.0), type(exc).__name__, str(exc))
             if not item.future.done():                # a caller waiting for this item (process()) gets the error
-                item.future.set_exception(exc)
+                _fail(item.future, exc)
         self.last_active = self._clock()            # a stream still working through its inbox is not idle
         self._finish(item, out)
 
@@ -334,7 +337,7 @@ class StreamSession:
                 self.counters.failed += item.frame is not None
             if isinstance(item.control, AddObjects):       # a refused add drops its ids' reservations
                 self.objects.unreserve([*(item.control.ids or {}).values(), *(item.control.labels or {})])
-            item.future.set_exception(exc)
+            _fail(item.future, exc)
             return ControlReply(op=item.control.op, request_id=item.request_id, ok=False, error=type(exc).__name__,
                                 message=str(exc), labels=self.objects.labels)
         item.future.set_result(reply)
@@ -476,3 +479,9 @@ class StreamSession:
 
 def _carries_result(out: Output | None) -> bool:
     return isinstance(out, Result) or (isinstance(out, ControlReply) and out.result is not None)
+
+
+def _fail(future: Future, exc: BaseException) -> None:
+    """Resolve `future` with `exc`, without its traceback: the traceback's frames hold the item (its
+    frame and mask, megabytes) and the item holds the future, a cycle only the cyclic GC would free."""
+    future.set_exception(exc.with_traceback(None))

@@ -126,9 +126,10 @@ def _raw(img: Any, dtype: Any, channels: int, max_pixels: int | None) -> np.ndar
     _check_pixels(img, h, w, max_pixels)
     itemsize = np.dtype(dtype).itemsize
     want = h * w * channels * itemsize
-    if len(img.data) != want:
-        raise ShapeError(f"{encoding_name(img.encoding)} {h}x{w} needs {want} bytes, got {len(img.data)}")
-    return np.frombuffer(img.data, dtype=dtype).reshape(h, w, channels)
+    data = img.data                    # one access: each one copies the bytes out of the message
+    if len(data) != want:
+        raise ShapeError(f"{encoding_name(img.encoding)} {h}x{w} needs {want} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=dtype).reshape(h, w, channels)
 
 
 def _check_pixels(img: Any, h: int, w: int, max_pixels: int | None) -> None:
@@ -145,11 +146,12 @@ def _open_compressed(img: Any, max_pixels: int | None) -> Any:
     """
     from PIL import Image, UnidentifiedImageError
     declared = encoding_name(img.encoding)
-    what = f"the {declared} image ({len(img.data)} bytes)"
+    data = img.data
+    what = f"the {declared} image ({len(data)} bytes)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)     # our own limit decides
-            pil = Image.open(io.BytesIO(img.data), formats=["PNG", "JPEG"])
+            pil = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except Image.DecompressionBombError:
         raise InputError(f"{what} declares more pixels than the decoder allows; send a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

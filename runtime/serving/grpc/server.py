@@ -171,6 +171,10 @@ class SegmentationService:
         try:
             if not context.add_callback(lambda: self.manager.close(session.stream_id, "client disconnected")):
                 return                                  # the call ended while the stream was opening
+            # gRPC's sync server completes a send once it is queued in its transport, not when the
+            # client took it, so results a client leaves unread also wait there; label images (runs
+            # of a few values) shrink 100x and more with gzip, which every gRPC client decodes.
+            context.set_compression(grpc.Compression.Gzip)
             d = session.options
             yield pb.StreamResponse(opened=pb.Opened(stream_id=session.stream_id,
                                                      deadline_ms=d.deadline_ms if d.deadline_ms is not None else -1,
@@ -284,8 +288,9 @@ class SegmentationService:
         return codec.decode_mask(image, max_pixels=self.config.max_image_pixels)
 
     def _check_bytes(self, what: str, image: Any) -> None:
-        if len(image.data) > self.config.max_frame_bytes:
-            raise InputError(f"{what} of {len(image.data)} bytes exceeds the server's limit of "
+        size = image.ByteSize()         # the message's size; reading .data would copy the bytes
+        if size > self.config.max_frame_bytes:
+            raise InputError(f"{what} of {size} bytes exceeds the server's limit of "
                              f"{self.config.max_frame_bytes} bytes (--max-frame-mb)")
 
     def _control_error(self, session: StreamSession, op: str, request_id: int, exc: Exception, *,
@@ -407,3 +412,25 @@ def default_max_image_pixels(fixed_size: tuple[int, int] | None) -> int:
     to the export size anyway, so anything far larger only costs memory."""
     floor = 3840 * 2160
     return max(floor, 16 * fixed_size[0] * fixed_size[1]) if fixed_size else floor
+
+
+def return_freed_memory_promptly(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
+    """Make glibc give large freed buffers back to the system at once (a server process setting).
+
+    A stream of multi-MB frames is received, copied and freed by several threads; by default glibc
+    raises its mmap threshold after the first such free and keeps the memory in per-thread arenas,
+    so RSS climbs by hundreds of MB that are free but never returned. A fixed threshold (buffers
+    above it are mmapped and unmapped) and few arenas keep RSS near what is really in use.
+    Returns False where this is not glibc (nothing changed).
+    """
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold, m_arena_max = -3, -8
+    return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(mallopt(m_arena_max, arenas))

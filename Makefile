@@ -6,6 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= export,onnxruntime,video,plot,dev
 BIN := $(VENV)/bin
+BUF := .ci/node/node_modules/.bin/buf
 
 .PHONY: demo test kernels clean gpu-check trt-bindings
 
@@ -19,8 +20,14 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/s3rt demo --out s3rt_demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(BUF)
 	$(BIN)/python -m pytest -q
+
+# buf (lints the serving .proto, tests/s3rt_serving/test_serving_conventions.py) from npm into an ignored
+# folder; where npm is absent the test says so and skips.
+$(BUF):
+	@if command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix .ci/node \
+	  @bufbuild/buf@1.75.0 || echo "buf install failed: the proto lint test will try again"; fi
 
 kernels:
 	cmake -S . -B build && cmake --build build -j 2

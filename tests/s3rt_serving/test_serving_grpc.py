@@ -166,8 +166,8 @@ def test_limits_and_token(backend):
                 text = urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_port}/metrics", timeout=10).read().decode()
             finally:
                 httpd.shutdown()
-            assert "s3rt_active_streams 1.0" in text and 's3rt_streams_refused_total{why="max_streams"} 1.0' in text
-            assert 's3rt_streams_refused_total{why="auth"} 1.0' in text
+            assert "s3rt_active_streams 1.0" in text and 's3rt_streams_refused_total{reason="max_streams"} 1.0' in text
+            assert 's3rt_streams_refused_total{reason="auth"} 1.0' in text
             s.close()
     finally:
         srv.stop()

@@ -394,7 +394,7 @@ def build_server(backend: Any, *, limits: ServingLimits | None = None, defaults:
     metrics_holder: list[ServerMetrics] = []
     manager = SessionManager(factory, limits, defaults=defaults, backend_name=getattr(backend, "name", ""),
                              on_output=lambda s, o: metrics_holder[0].observe(s, o) if metrics_holder else None)
-    metrics = ServerMetrics(manager)
+    metrics = ServerMetrics(manager, model=backend.model_config.name, backend=getattr(backend, "name", ""))
     metrics_holder.append(metrics)
     fixed = getattr(backend, "fixed_size", None)
     cap = getattr(backend, "capacity", None)

@@ -109,11 +109,12 @@ def decode_mask(img: Any, *, max_pixels: int | None = None) -> np.ndarray:
         return _raw(img, np.dtype("<u2"), 1, max_pixels)[..., 0].astype(np.uint16)
     if img.encoding == pb.ENCODING_PNG:
         pil = _open_compressed(img, max_pixels)
-        if pil.mode not in ("P", "L", "I;16"):
-            raise InputError(f"png mask is '{pil.mode}' mode; send an 8-bit index (P/L) or 16-bit greyscale "
-                             "(I;16) PNG")
+        if pil.mode not in ("P", "L", "I", "I;16"):
+            raise InputError(f"png mask is '{pil.mode}' mode; send an 8-bit index (P/L) or 16-bit greyscale PNG")
         arr = np.asarray(pil)
         _check_declared(img, arr.shape)
+        if arr.dtype.itemsize > 2 and arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise InputError(f"png mask values must be 0..65535, got {arr.min()}..{arr.max()}")
         return arr.astype(np.uint16 if arr.dtype.itemsize > 1 else np.uint8)
     raise InputError(f"mask encoding {encoding_name(img.encoding)} is not a mask encoding; use one of "
                      f"{', '.join(MASK_ENCODINGS)}")

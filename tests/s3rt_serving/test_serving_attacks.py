@@ -20,7 +20,7 @@ pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)"
 
 import grpc  # noqa: E402
 
-from s3rt_serving.serving_helpers import H, W, make_clip  # noqa: E402
+from s3rt_serving.serving_helpers import make_clip  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 from s3rt.errors import CapacityError  # noqa: E402
 from s3rt.runtime.serving import FrameFailed, Result  # noqa: E402

@@ -4,7 +4,6 @@ labelled series at 0 from the start, an exposition that parses and passes `promt
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path

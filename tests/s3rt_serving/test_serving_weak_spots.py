@@ -9,8 +9,6 @@ import json
 import math
 import os
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +16,7 @@ from PIL import Image
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
-import grpc  # noqa: E402
-
-from s3rt_serving.serving_helpers import H, W, make_clip  # noqa: E402
+from s3rt_serving.serving_helpers import make_clip, save_frames  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 from s3rt.errors import InputError  # noqa: E402
 from s3rt.runtime.serving import FrameFailed, ServingLimits, StreamOptions, StreamSession  # noqa: E402
@@ -39,10 +35,7 @@ def server(backend):
 @pytest.fixture
 def clip(tmp_path):
     frames, mask = make_clip(16, seed=5)
-    folder = tmp_path / "clip"
-    folder.mkdir()
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(folder / f"{i:05d}.png")
+    folder = save_frames(tmp_path / "clip", frames)
     first = tmp_path / "first.png"
     Image.fromarray(mask.astype(np.uint8), mode="L").save(first)
     return folder, first

@@ -38,7 +38,6 @@ from s3rt.errors import CapacityError, ConfigError, InputError, S3rtError, State
 from s3rt.runtime.serving import (ControlReply, FrameFailed, ServingLimits, SessionManager, StreamOptions,
                                   StreamSession)
 from s3rt.runtime.serving.controls import AddObjects, RemoveObjects, Reset, UpdateObjects
-from s3rt.runtime.serving.objects import few
 from s3rt.runtime.serving.grpc import codec
 from s3rt.runtime.serving.grpc.metrics import ServerMetrics
 from s3rt.runtime.serving.grpc.stubs import load

@@ -53,6 +53,21 @@ def test_proto_sits_at_its_package_path_and_passes_buf_lint_standard():
     assert "STANDARD" in (PROTO_ROOT / "buf.yaml").read_text()
 
 
+def test_go_client_code_generates_from_the_proto(tmp_path):
+    """Where protoc and the Go plugins are installed (Debian: protobuf-compiler, protoc-gen-go,
+    protoc-gen-go-grpc), the Go message and client code generates into the go_package's folder."""
+    tools = [shutil.which(t) for t in ("protoc", "protoc-gen-go", "protoc-gen-go-grpc")]
+    if None in tools:
+        pytest.skip("protoc / protoc-gen-go / protoc-gen-go-grpc not installed: Go generation not checked")
+    out = subprocess.run([tools[0], f"-I{PROTO_ROOT}", f"--go_out={tmp_path}", "--go_opt=paths=source_relative",
+                          f"--go-grpc_out={tmp_path}", "--go-grpc_opt=paths=source_relative", PROTO_NAME],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    client = (tmp_path / "s3rt/serving/v1/serving_grpc.pb.go").read_text()
+    assert "package servingv1" in client and "func NewSegmentationServiceClient" in client
+    assert "func (x *StreamRequest) GetFrame() *Frame" in (tmp_path / "s3rt/serving/v1/serving.pb.go").read_text()
+
+
 def test_reflection_lists_and_describes_the_service(server):
     from google.protobuf import descriptor_pb2
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

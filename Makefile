@@ -6,6 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= export,onnxruntime,video,plot,dev,ros-live
 BIN := $(VENV)/bin
+BUF := .ci/node/node_modules/.bin/buf
 
 .PHONY: demo test kernels clean gpu-check trt-bindings ros-interfaces
 
@@ -22,7 +23,7 @@ demo: $(VENV)/.installed
 # Python 3.10 is the floor (JetPack 6): vermin checks every module and test statically (~3 s)
 PY_SOURCES := s3rt export runtime kernels benchmarks training tests ros
 
-test: $(VENV)/.installed ros-interfaces
+test: $(VENV)/.installed ros-interfaces $(BUF)
 	$(BIN)/vermin --target=3.10- --violations --no-tips -q $(PY_SOURCES)
 	$(BIN)/python -m pytest -q
 
@@ -30,6 +31,12 @@ test: $(VENV)/.installed ros-interfaces
 # .ros-build/ (cached; a no-op when up to date). Exit 3 = no ROS 2 toolchain for this Python: the live tests skip.
 ros-interfaces: $(VENV)/.installed
 	$(BIN)/python ros/build_interfaces.py --quiet || test $$? -eq 3
+
+# buf (lints the serving .proto, tests/s3rt_serving/test_serving_conventions.py) from npm into an ignored
+# folder; where npm is absent the test says so and skips.
+$(BUF):
+	@if command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix .ci/node \
+	  @bufbuild/buf@1.75.0 || echo "buf install failed: the proto lint test will try again"; fi
 
 kernels:
 	cmake -S . -B build && cmake --build build -j 2

@@ -109,8 +109,11 @@ def read_versioned_json(path: Path, *, fmt: str, version: int, missing: str, fix
         raise ModelFormatError(f"no {path.name} in {path.parent}: {missing}")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path} is not valid JSON ({exc}); {fix}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = exc if isinstance(exc, json.JSONDecodeError) else "binary data, not UTF-8 text"
+        raise ModelFormatError(f"{path} is not valid JSON ({why}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}")
     if data.get("format") != fmt:
         raise ModelFormatError(f"{path}: format {data.get('format')!r}, expected {fmt!r}")
     if data.get("format_version") != version:

@@ -25,6 +25,10 @@ class InputError(S3rtError):
     """Unreadable or unsupported input data (frames, masks, videos, folders)."""
 
 
+class OutputError(S3rtError):
+    """An output could not be written (full disk, read-only or missing folder)."""
+
+
 class ObjectIdError(S3rtError):
     """Unknown, duplicate, empty or out-of-range object ids."""
 

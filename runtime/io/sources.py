@@ -3,6 +3,7 @@ rosbag2 image topic (rosbags)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Callable
 
 
 from s3rt.errors import ConfigError
-from s3rt.runtime.io.files import Frame, frame_or_error, list_frames
+from s3rt.runtime.io.files import Frame, scan_frames
 
 
 @dataclass
@@ -32,12 +33,13 @@ def open_source(*, frames: str | None = None, video: str | None = None, camera: 
         from s3rt.runtime.serving.ros.bag import image_topic_source   # the reader `s3rt replay` uses
         return image_topic_source(rosbag, image_topic, max_frames=max_frames)  # type: ignore[arg-type]
     if frames is not None:
-        files = list_frames(frames)[:max_frames] if max_frames else list_frames(frames)
+        listing = scan_frames(frames)           # entries that are no image file come as Frames with an error
+        count = len(listing.files) + len(listing.skipped)
+        count = min(count, max_frames) if max_frames else count
 
         def gen() -> Iterator[Frame]:
-            for p in files:
-                yield frame_or_error(p)
-        return FrameSource(gen, len(files))
+            return itertools.islice(listing.frames(), count)
+        return FrameSource(gen, count)
     if video is not None:
         from s3rt.runtime.io.video import open_video
         return open_video(video, max_frames=max_frames)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from s3rt import __version__
-from s3rt.errors import InputError
+from s3rt.errors import InputError, OutputError
 from s3rt.runtime.io.files import Frame, atomic_write, resize_mask, save_npy, sorted_probabilities, write_index_mask
 from s3rt.runtime.tracker import FrameResult, Tracker
 
@@ -29,11 +29,14 @@ class RunReport:
     backend: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     bad_frames: list[dict] = field(default_factory=list)     # {"frame": stem, "error": why}, skipped
+    status: str = "complete"         # "interrupted" (Ctrl-C) or "failed" (an error ended the run)
+    error: str | None = None
 
     def summary(self) -> dict:
         lat = np.array(self.latencies_ms[1:] or self.latencies_ms or [0.0])
         return {
-            "s3rt_version": __version__, "frames": self.frames, "object_ids": self.object_ids,
+            "s3rt_version": __version__, "status": self.status, "error": self.error,
+            "frames": self.frames, "object_ids": self.object_ids,
             "memory_frames": self.memory_frames, "backend": self.backend,
             "fps": float(1000.0 / lat.mean()) if lat.mean() > 0 else None,
             "latency_ms": {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
@@ -49,7 +52,8 @@ class RunReport:
         s = self.summary()
         with atomic_write(out_dir / "report.json") as f:
             f.write((json.dumps(s, indent=2) + "\n").encode())
-        lines = ["# s3rt run report", "", f"- frames: {s['frames']}, objects: {s['object_ids']}, "
+        lines = ["# s3rt run report", "", f"- status: {s['status']}" + (f" ({s['error']})" if s["error"] else ""),
+                 f"- frames: {s['frames']}, objects: {s['object_ids']}, "
                  f"memory frames: {s['memory_frames']}",
                  f"- backend: {', '.join(f'{k}={v}' for k, v in s['backend'].items())}",
                  f"- throughput: {s['fps']:.2f} FPS (excluding the first frame); latency p50 "
@@ -112,7 +116,10 @@ def run_clip(tracker: Tracker, frames: Iterable[Frame], *, first_mask: np.ndarra
     if on_bad_frame not in BAD_FRAME_POLICIES:
         raise InputError(f"on_bad_frame must be one of {', '.join(BAD_FRAME_POLICIES)}, got {on_bad_frame!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {out}: {exc.strerror}") from None
     report = RunReport(backend=tracker.backend.describe())
     if total is None and hasattr(frames, "__len__"):
         total = len(frames)  # type: ignore[arg-type]
@@ -160,10 +167,25 @@ def run_clip(tracker: Tracker, frames: Iterable[Frame], *, first_mask: np.ndarra
             index += 1
             bar.update(1)
             current = nxt
+    except BaseException as exc:
+        _write_stopped_report(report, tracker, out, exc)
+        raise
     finally:
         bar.close()
     report.object_ids = sorted(tracker.object_ids)
     return report
+
+
+def _write_stopped_report(report: RunReport, tracker: Tracker, out: Path, exc: BaseException) -> None:
+    """A run stopped by Ctrl-C or an error still leaves report.json saying so and what was written
+    (best effort: on a full disk the report may not fit either)."""
+    report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    report.error = None if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    report.object_ids = sorted(tracker.object_ids)
+    try:
+        report.write(out)
+    except (OutputError, OSError) as write_exc:
+        log.warning("could not write the report of the stopped run: %s", write_exc)
 
 
 def _frame_problem(frame: Frame, stream_hw: tuple[int, int] | None) -> str | None:

@@ -15,19 +15,21 @@ No gRPC, no metrics library, no torch here; transports (s3rt.runtime.serving.grp
     manager.close(s.stream_id)
 
 API (stable; other adapters build on it):
-- `StreamSession` (session.py): one tracker + its fixed buffers. Controls `add_objects(mask, frame,
-  ids=, labels=, seq=, capture_ts=, request_id=)` (labels: wanted id -> label, default smallest
-  free), `update_objects(...)` (re-give masks of tracked ids),
-  `remove_objects(ids)`, `reset()` return a `ControlReply` (raise the typed error on refusal; a
-  refused op changes nothing); `control(op, ...)` is the non-blocking form (a Future). Frames:
-  `submit(frame, seq, capture_ts)` (threaded) or `process(...)` -> output (synchronous mode,
-  `threaded=False`). `report(FrameFailed|ControlReply)` emits an outcome a transport decided (e.g.
-  an undecodable frame) in order with the rest; `drain(timeout)` waits until everything submitted
-  so far is handled. `close(reason)`; `counters`, `objects.labels`, `state_bytes`, `frame_hw`,
-  `closed_reason`, `last_active`.
+- `StreamSession` (session.py): one tracker + its fixed buffers. Controls are typed (controls.py):
+  `control(AddObjects(mask, ids, labels) | UpdateObjects(mask, ids) | RemoveObjects(ids) | Reset(),
+  frame=, seq=, capture_ts=, request_id=)` -> Future of the `ControlReply` (raises the typed error
+  on refusal; a refused op changes nothing); blocking shorthands `add_objects(mask, frame, ids=,
+  labels=, ...)`, `update_objects(...)`, `remove_objects(ids)`, `reset()`. Frames: `submit(frame,
+  seq, capture_ts)` -> Future of its output, `process(...)` -> the output. `threaded=False` runs
+  every item on the caller's thread (executor.py: the same handler inline). `report(FrameFailed|
+  ControlReply)` emits an outcome a transport decided (e.g. an undecodable frame) in order with the
+  rest; `drain(timeout)` waits until everything given so far is handled. `close(reason)`;
+  `counters`, `objects` (ObjectTable: `labels`, `claimed`, `reserve()` for adapters that pin labels
+  before the frame), `state_bytes`, `frame_hw`, `closed_reason`, `last_active`, `policy`.
 - `StreamOptions`: `deadline_ms` (None = none), `deadline_from` "receive"|"capture",
   `latest_frame_wins` (False = every frame in order with back-pressure: `StreamOptions.every_frame()`),
-  `max_waiting`, `max_objects`.
+  `max_waiting`, `max_waiting_controls`, `max_objects`, `max_unread_results`, `max_unread_outputs`;
+  `.policy` is the stream's `DropPolicy` (policy.py: supersede, backlog, deadline, reader gone).
 - `SessionManager` (manager.py): `open(options, threaded=)`, `get(id)`, `close(id, reason)`,
   `reap_idle()`, `start_reaper()`, `shutdown(reason)`, `stats()`; limits in `ServingLimits`.
 - messages.py: `Result(seq, capture_ts, labels (H0, W0) uint8|uint16, objects: ObjectStat(id, label,

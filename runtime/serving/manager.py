@@ -68,7 +68,9 @@ class SessionManager:
     # -- streams -----------------------------------------------------------------------------------
     def open(self, options: StreamOptions | None = None, *, threaded: bool = True,
              name: str | None = None) -> StreamSession:
-        """A new stream; CapacityError when max_streams are open, StateError while shutting down."""
+        """A new stream; CapacityError when max_streams are open, StateError while shutting down.
+
+        The slot is freed by whichever comes first: `close(id)`, or the session closing itself."""
         options = options or self.defaults
         if options.max_objects is None or options.max_objects > self.limits.max_objects:
             options = StreamOptions(**{**options.__dict__, "max_objects": min(options.max_objects or
@@ -84,7 +86,8 @@ class SessionManager:
             self._streams[stream_id] = None  # type: ignore[assignment]
         try:
             session = StreamSession(self.make_tracker(), options, stream_id=stream_id, threaded=threaded,
-                                    on_output=self._on_output, inference_lock=self._infer_lock, clock=self._clock)
+                                    on_output=self._on_output, inference_lock=self._infer_lock, clock=self._clock,
+                                    on_close=self._forget)
         except BaseException:
             with self._lock:
                 self._streams.pop(stream_id, None)
@@ -108,6 +111,12 @@ class SessionManager:
             session = self._streams.pop(stream_id, None)
         if session is not None:
             session.close(reason)
+
+    def _forget(self, session: StreamSession) -> None:
+        """A session closed itself (its client stopped reading, its reader ended): free its slot."""
+        with self._lock:
+            if self._streams.get(session.stream_id) is session:
+                del self._streams[session.stream_id]
 
     def sessions(self) -> list[StreamSession]:
         with self._lock:

@@ -45,10 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "without a frame or control, freeing its state (default 60; 0 = never)")
     g.add_argument("--max-frame-mb", type=float, default=32.0, help="largest frame accepted, in MiB (default 32); "
                    "gRPC's message limit is set to fit a frame and its mask")
+    g.add_argument("--max-image-mpx", type=float, default=0.0, help="largest decoded frame or mask, in megapixels, "
+                   "checked from the image header before decoding (default 0: 16x the export size, at least "
+                   "3840x2160)")
+    g.add_argument("--first-message-timeout", type=float, default=5.0, help="a stream that sends no first message "
+                   "within this many seconds is cancelled, so silent clients cannot hold the server (default 5)")
     g.add_argument("--size", type=int, default=480, help="torch backend: shrink frames so the shorter side is at "
                    "most this (default 480; 0 = native). Exported graphs have a fixed size")
     s = p.add_argument_group("security")
-    s.add_argument("--token", help="shared secret clients must send as 'x-s3rt-token' metadata")
+    s.add_argument("--token", help="shared secret clients must send as 'authorization: Bearer <token>' (or "
+                   "'x-s3rt-token') metadata")
     s.add_argument("--token-file", metavar="FILE", help="read the shared secret from FILE (first line)")
     s.add_argument("--tls-cert", metavar="PEM", help="server certificate chain: serve TLS instead of plaintext")
     s.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
@@ -77,7 +83,7 @@ class JsonFormatter(logging.Formatter):
 
 def run(args: argparse.Namespace) -> int:
     from s3rt.runtime.serving import ServingLimits, StreamOptions
-    from s3rt.runtime.serving.grpc.server import ServerConfig, build_server
+    from s3rt.runtime.serving.grpc.server import ServerConfig, build_server, return_freed_memory_promptly
 
     if args.log_json:
         handler = logging.StreamHandler()
@@ -85,15 +91,18 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().handlers = [handler]
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
-    token = args.token
-    if args.token_file:
-        token = Path(args.token_file).read_text().splitlines()[0].strip()
+    token = read_token(args.token, args.token_file)
+    return_freed_memory_promptly()
+    if args.tls_cert is not None:
+        check_tls_pair(args.tls_cert, args.tls_key)
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None and args.tls_cert is None:
         log.warning("binding %s without --token or TLS: anyone who can reach the port can use the model", args.host)
     backend, _ = backend_from_args(args)
     read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
     cfg = ServerConfig(host=args.host, port=args.port, max_frame_bytes=int(args.max_frame_mb * (1 << 20)), token=token,
-                       tls_cert=read(args.tls_cert), tls_key=read(args.tls_key), tls_client_ca=read(args.tls_client_ca))
+                       tls_cert=read(args.tls_cert), tls_key=read(args.tls_key), tls_client_ca=read(args.tls_client_ca),
+                       max_image_pixels=int(args.max_image_mpx * 1e6) or None,
+                       first_message_timeout_s=args.first_message_timeout)
     limits = ServingLimits(max_streams=args.max_streams, max_objects=args.max_objects,
                            idle_timeout_s=args.idle_timeout or None)
     defaults = StreamOptions(deadline_ms=args.deadline_ms or None)
@@ -110,3 +119,34 @@ def run(args: argparse.Namespace) -> int:
     stop.wait()
     server.stop()
     return 0
+
+
+def read_token(token: str | None, token_file: str | None) -> str | None:
+    """The shared secret from --token or the first line of --token-file; an empty one is refused
+    (it used to start an open server without a word)."""
+    if token is not None and token_file is not None:
+        raise ConfigError("give --token or --token-file, not both")
+    if token_file is not None:
+        try:
+            lines = Path(token_file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read --token-file {token_file}: {exc.strerror if isinstance(exc, OSError) else 'not text'}") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ConfigError(f"--token-file {token_file}: the first line is empty; put the secret on it")
+    elif token is not None and not token.strip():
+        raise ConfigError("--token is empty; give a secret (or no --token for a server without one)")
+    return token
+
+
+def check_tls_pair(cert: str, key: str) -> None:
+    """Refuse a certificate and key that do not belong together before gRPC's bare 'Failed to bind'."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"TLS file not found: {exc.filename}") from None
+    except ssl.SSLError as exc:
+        why = "the key does not match the certificate" if "MISMATCH" in str(exc).upper() else exc.reason or str(exc)
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: {why}") from None

@@ -1,9 +1,12 @@
 """Stream a clip or camera to an `s3rt serve` server; write the masks and an overlay.
 
-The first frame's mask (index PNG, value = object id) is sent with the first frame; the other
-frames follow paced at --fps (a camera paces itself). Masks come back per frame and are written as
-<frame>.png with the object ids of --mask; dropped frames (latest frame wins, deadline) get no
-mask and are listed in stream_report.json with their reason.
+The first frame's mask (index PNG, value = object id) is sent with the first frame. Files are not
+live: a folder or a video is sent frame by frame and every frame is processed in order, unless
+you pace it (--fps, or --realtime for the video's own rate), which makes it live: latest frame
+wins, late frames are dropped. A camera is live. Masks come back per frame and are written as
+<frame>.png with the object ids of --mask; dropped frames get no mask and are listed in
+stream_report.json with their reason. The report is written also when the server goes away or
+on Ctrl-C (status "server_error" / "interrupted").
 
 examples:
   s3rt stream --server 127.0.0.1:50051 --frames clip/ --mask first.png --out out/ --fps 30
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from s3rt.cli.common import add_verbose
-from s3rt.errors import InputError
+from s3rt.errors import ConfigError, InputError, S3rtError, StateError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,13 +36,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--camera", metavar="INDEX", type=int, help="a camera index (OpenCV)")
     src.add_argument("--max-frames", type=int, help="stop after this many frames")
     src.add_argument("--mask", metavar="PNG", required=True, help="first-frame index mask (value = object id)")
-    src.add_argument("--fps", type=float, default=0.0, help="send at this rate (default 0: as fast as possible)")
+    src.add_argument("--fps", type=float, default=0.0, help="pace a folder or video at this rate, as a live "
+                     "camera (default 0: every frame in order, as fast as the server goes)")
+    src.add_argument("--realtime", action="store_true", help="pace a video at its own frame rate, as a live camera")
     src.add_argument("--encoding", default="rgb8", choices=("rgb8", "bgr8", "jpeg", "png"),
                      help="frame encoding on the wire (default rgb8, raw)")
     pol = p.add_argument_group("stream policy")
     pol.add_argument("--deadline-ms", type=float, default=0.0,
                      help="this stream's deadline (default 0: the server's; negative: none)")
-    pol.add_argument("--every-frame", action="store_true", help="process every frame in order (no drops; replay)")
+    pol.add_argument("--every-frame", action="store_true", help="process every frame in order even when paced or "
+                     "from a camera (no drops; default for unpaced folders and videos)")
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", required=True, help="output folder for <frame>.png masks")
     out.add_argument("--overlay", metavar="MP4", help="also write an overlay video (needs the 'video' extra)")
@@ -54,12 +60,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from s3rt.runtime.serving.grpc.client import Client
-    from s3rt.runtime.io.files import read_mask, write_index_mask
-    from s3rt.runtime.serving.messages import Result
+    from s3rt.runtime.io.files import atomic_write_text, read_mask, write_index_mask
     from s3rt.runtime.io.sources import open_source
     from s3rt.runtime.io.video import draw_overlay, palette_lut
-    from s3rt.runtime.serving.grpc.paced_sender import replay
+    from s3rt.runtime.serving.grpc.client import Client, ServerError
+    from s3rt.runtime.serving.grpc.paced_sender import ReplayStats, replay
+    from s3rt.runtime.serving.messages import Result
 
     source = open_source(frames=args.frames, video=args.video, camera=args.camera, max_frames=args.max_frames)
     mask, palette = read_mask(args.mask)
@@ -105,18 +111,38 @@ def run(args: argparse.Namespace) -> int:
                 Image.fromarray(draw_overlay(frame, index, lut)).save(Path(args.overlay_dir) / f"{name}.jpg", quality=90)
 
     tls = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    if args.realtime and args.video is None:
+        raise ConfigError("--realtime paces a video at its own rate: give --video (or --fps for a folder)")
+    fps = args.fps or (source.fps if args.realtime else None)
+    every_frame = args.every_frame or (args.camera is None and fps is None)
+    stats = ReplayStats()
+    status, error = "interrupted", None
     try:
         with Client(args.server, token=args.token, tls_ca=tls) as client:
             stream = client.stream(deadline_ms=None if args.deadline_ms < 0 else args.deadline_ms,
-                                   every_frame=args.every_frame, encoding=args.encoding)
-            stats = replay(stream, first.image, mask, images(), fps=args.fps or None, ids=ids, on_output=on_output)
+                                   every_frame=every_frame, encoding=args.encoding)
+            try:
+                replay(stream, first.image, mask, images(), fps=fps, ids=ids, on_output=on_output, stats=stats)
+            except S3rtError as exc:
+                if stream.error is None:
+                    raise
+                error = str(exc)
             if stream.error is not None:
                 drops.append({"stream_error": str(stream.error)})
+                status, error = "server_error", str(stream.error)
+            else:
+                status = "complete"
+    except S3rtError as exc:
+        status, error = ("server_error" if isinstance(exc, ServerError) else "failed"), str(exc)
+        raise
     finally:
         if video is not None:
             video.close()
-    summary = {**stats.summary(), "server": args.server, "not_processed": drops}
-    (out_dir / "stream_report.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = {"status": status, "error": error, **stats.summary(), "server": args.server,
+                   "every_frame": every_frame, "fps": fps, "not_processed": drops}
+        atomic_write_text(out_dir / "stream_report.json", json.dumps(summary, indent=2) + "\n")
+    if status != "complete":
+        raise StateError(f"the stream ended early ({status}: {error}); what came back is in {out_dir}")
     s = stats.summary()
     print(f"sent {s['sent']} frames: {s['results']} masks written to {out_dir}, {s['dropped_total']} dropped "
           f"{s['dropped']}, {s['errors']} errors; end-to-end p50 {s['e2e_ms']['p50']:.1f} ms, "

@@ -45,3 +45,12 @@ class SlowBackend:
         if name.startswith("__") or name in ("_timed", "delay_s"):
             raise AttributeError(name)
         return getattr(self._timed, name)
+
+
+def save_frames(folder, frames: list[np.ndarray]):
+    """Frames as 00000.png, 00001.png, ... in a new folder (an `s3rt run` / `s3rt stream` input)."""
+    from PIL import Image
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:05d}.png")
+    return folder

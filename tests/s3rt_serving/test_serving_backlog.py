@@ -37,10 +37,11 @@ def test_unread_results_make_live_frames_drop_as_backlog(backend):
     outs = _outputs(s)
     results = [o for o in outs if isinstance(o, Result)]
     backlog = [o for o in outs if isinstance(o, Dropped) and o.reason is DropReason.BACKLOG]
-    # three frames are processed, then the client is 3 results behind and the rest are not computed
-    assert [r.seq for r in results] == [1, 2, 3]
-    assert [d.seq for d in backlog] == list(range(4, 25)) and "3 results not read by the client" in backlog[0].detail
-    assert s.counters.dropped["backlog"] == 21 and s.counters.processed == 1 + 3
+    # the add's reply carries frame 0's result and counts as unread: two frames are processed, then the
+    # client is 3 results behind and the rest are not computed
+    assert [r.seq for r in results] == [1, 2]
+    assert [d.seq for d in backlog] == list(range(3, 25)) and "3 results not read by the client" in backlog[0].detail
+    assert s.counters.dropped["backlog"] == 22 and s.counters.processed == 1 + 2
     s.submit(frames[30], seq=30)                   # the client has read everything: processed again
     assert s.drain(timeout=60)
     assert isinstance(s.next_output(timeout=5), Result)

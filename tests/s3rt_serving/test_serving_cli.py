@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
-from s3rt_serving.serving_helpers import make_clip  # noqa: E402
+from s3rt_serving.serving_helpers import make_clip, save_frames  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 
 
@@ -27,10 +27,7 @@ def test_help_texts():
 
 def test_serve_and_stream_write_the_masks_of_an_offline_run(tiny_model, tmp_path):
     frames, mask = make_clip(12, seed=4)
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(clip / f"{i:05d}.png")
+    clip = save_frames(tmp_path / "clip", frames)
     first = tmp_path / "first.png"
     Image.fromarray(np.where(mask == 2, 7, mask).astype(np.uint8), mode="L").save(first)   # ids 1 and 7
     assert main(["run", "--model", str(tiny_model), "--backend", "onnxruntime", "--threads", "1", "--frames",

@@ -20,16 +20,16 @@ def test_frame_and_mask_encodings_round_trip():
         np.testing.assert_array_equal(codec.decode_frame(codec.encode_frame(frame, enc)), frame)
     jpeg = codec.decode_frame(codec.encode_frame(frame, "jpeg", quality=95))
     assert jpeg.shape == frame.shape and jpeg.dtype == np.uint8
-    grey = codec.pb.Image(data=frame[..., 0].tobytes(), height=20, width=30, encoding=codec.pb.MONO8)
+    grey = codec.pb.Image(data=frame[..., 0].tobytes(), height=20, width=30, encoding=codec.pb.ENCODING_MONO8)
     np.testing.assert_array_equal(codec.decode_frame(grey), np.repeat(frame[..., :1], 3, axis=2))
     mask = rng.integers(0, 3, (20, 30))
     big = mask * 1000
     for m, enc in ((mask, None), (mask, "png"), (big, None), (big, "png")):
         np.testing.assert_array_equal(codec.decode_mask(codec.encode_mask(m, enc)), m)
-    assert codec.encode_mask(big).encoding == codec.pb.MONO16
+    assert codec.encode_mask(big).encoding == codec.pb.ENCODING_MONO16
     with pytest.raises(ShapeError, match="declared 10x30"):
         codec.decode_frame(codec.pb.Image(data=codec.encode_frame(frame, "png").data, height=10, width=30,
-                                          encoding=codec.pb.PNG))
+                                          encoding=codec.pb.ENCODING_PNG))
     with pytest.raises(InputError, match="not a mask encoding"):
         codec.decode_mask(codec.encode_frame(frame, "rgb8"))
 

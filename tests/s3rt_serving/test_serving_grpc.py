@@ -44,12 +44,12 @@ def test_bad_frames_get_an_error_each_and_the_stream_goes_on(server):
     frames, mask = make_clip(3)
     with client(server) as c, c.stream(every_frame=True) as s:
         s.add_objects(mask, frames[0], seq=0)
-        s.send_image(pb.Image(data=b"\xff\xd8not a jpeg", encoding=pb.JPEG), seq=1)
-        s.send_image(pb.Image(data=frames[1].tobytes()[:-5], height=H, width=W, encoding=pb.RGB8), seq=2)
-        s.send_image(pb.Image(data=frames[1].tobytes(), height=H, width=W, encoding=pb.MONO16), seq=3)
+        s.send_image(pb.Image(data=b"\xff\xd8not a jpeg", encoding=pb.ENCODING_JPEG), seq=1)
+        s.send_image(pb.Image(data=frames[1].tobytes()[:-5], height=H, width=W, encoding=pb.ENCODING_RGB8), seq=2)
+        s.send_image(pb.Image(data=frames[1].tobytes(), height=H, width=W, encoding=pb.ENCODING_MONO16), seq=3)
         s.send_image(pb.Image(data=frames[1].tobytes(), height=H, width=W, encoding=99), seq=4)
         big = np.zeros((200, 200, 3), np.uint8)
-        s.send_image(pb.Image(data=big.tobytes(), height=200, width=200, encoding=pb.RGB8), seq=5)
+        s.send_image(pb.Image(data=big.tobytes(), height=200, width=200, encoding=pb.ENCODING_RGB8), seq=5)
         s.send(np.zeros((32, 32, 3), np.uint8), seq=6)                       # another size than the stream's
         s.send(np.ascontiguousarray(frames[1][..., ::-1]), seq=7)            # fine, as bgr8 below
         s.encoding = "bgr8"
@@ -166,8 +166,8 @@ def test_limits_and_token(backend):
                 text = urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_port}/metrics", timeout=10).read().decode()
             finally:
                 httpd.shutdown()
-            assert "s3rt_active_streams 1.0" in text and 's3rt_streams_refused_total{why="max_streams"} 1.0' in text
-            assert 's3rt_streams_refused_total{why="auth"} 1.0' in text
+            assert "s3rt_active_streams 1.0" in text and 's3rt_streams_refused_total{reason="max_streams"} 1.0' in text
+            assert 's3rt_streams_refused_total{reason="auth"} 1.0' in text
             s.close()
     finally:
         srv.stop()
@@ -230,16 +230,33 @@ def test_slow_backend_drops_instead_of_queueing(backend):
         srv.stop()
 
 
-def test_server_and_client_import_without_torch_generating_the_stubs(tmp_path):
+def test_server_and_client_import_without_torch_and_run_no_planted_stub(tmp_path):
+    """Issue 22 #7: with no writable home the stubs used to be generated into, and imported from, a
+    predictable $TMPDIR/s3rt-proto/<key>; a file planted there ran inside the server. Now no Python
+    code is generated or imported at all (message classes come from the .proto's descriptor)."""
+    import hashlib
     import os
     import subprocess
     import sys
+    from importlib.metadata import version
+    from s3rt.runtime.serving.grpc.stubs import PROTO
+    marker = tmp_path / "planted-code-ran"
+    key = hashlib.sha256(PROTO.read_bytes() + version("grpcio-tools").encode()).hexdigest()[:16]
+    tmp = tmp_path / "tmp"
+    for folder in (tmp / "s3rt-proto" / key, tmp / "s3rt-proto"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("s3rt_serving_pb2.py", "s3rt_serving_pb2_grpc.py", "serving_pb2.py", "serving_pb2_grpc.py"):
+            (folder / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     code = ("import sys\nsys.modules['torch'] = None\n"
-            "import s3rt.runtime.serving.grpc.server, s3rt.runtime.serving.grpc.client, s3rt.cli.serve, s3rt.cli.stream\nprint('ok')\n")
-    env = {**os.environ, "S3RT_PROTO_CACHE": str(tmp_path)}          # empty cache: generated on import
+            "import s3rt.runtime.serving.grpc.server, s3rt.runtime.serving.grpc.client, s3rt.cli.serve, s3rt.cli.stream\n"
+            "from s3rt.runtime.serving.grpc.stubs import load\npb, _ = load()\n"
+            "print(pb.StreamRequest(open=pb.OpenStream(name='x')).open.name)\n")
+    env = {**os.environ, "HOME": "/nonexistent", "TMPDIR": str(tmp), "S3RT_PROTO_CACHE": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
-    assert {p.name for p in tmp_path.glob("*/*.py")} == {"s3rt_serving_pb2.py", "s3rt_serving_pb2_grpc.py"}
+    assert out.returncode == 0 and out.stdout.strip() == "x", out.stderr
+    assert not marker.exists()
+    left = [p for p in tmp.rglob("*") if p.is_file() and "s3rt-proto" not in p.parts]
+    assert left == []                                  # nothing written (the descriptor's temp folder is gone)
 
 
 def test_message_beyond_the_transport_limit_ends_only_that_stream(server):
@@ -252,7 +269,7 @@ def test_message_beyond_the_transport_limit_ends_only_that_stream(server):
         other.add_objects(mask, frames[0])
         s = c.stream(every_frame=True)
         huge = 2 * server.service.config.max_message_bytes
-        s.send_image(codec.pb.Image(data=bytes(huge), height=1, width=huge, encoding=codec.pb.MONO8), seq=1)
+        s.send_image(codec.pb.Image(data=bytes(huge), height=1, width=huge, encoding=codec.pb.ENCODING_MONO8), seq=1)
         assert s.next_output(20) is None and s.error.code == "RESOURCE_EXHAUSTED"
         assert isinstance(other.process(frames[1], seq=1), Result)
         assert c.health() == "SERVING"

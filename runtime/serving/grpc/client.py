@@ -63,7 +63,7 @@ class Client:
                 ("grpc.max_send_message_length", max_message_bytes)]
         self.channel = (grpc.secure_channel(target, grpc.ssl_channel_credentials(tls_ca), options=opts)
                         if tls_ca is not None else grpc.insecure_channel(target, options=opts))
-        self.stub = pb_grpc.SegmentationStub(self.channel)
+        self.stub = pb_grpc.SegmentationServiceStub(self.channel)
         self.metadata = (("x-s3rt-token", token),) if token else ()
         self.timeout_s = timeout_s
 

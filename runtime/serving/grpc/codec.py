@@ -8,6 +8,7 @@ declared shape); the server turns those into a FrameError for that frame and the
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,9 @@ pb, _ = load()
 
 FRAME_ENCODINGS = ("rgb8", "bgr8", "mono8", "jpeg", "png")
 MASK_ENCODINGS = ("mono8", "mono16", "png")
-_NAMES = {"rgb8": pb.RGB8, "bgr8": pb.BGR8, "mono8": pb.MONO8, "mono16": pb.MONO16, "jpeg": pb.JPEG, "png": pb.PNG}
-_CHANNELS = {pb.RGB8: 3, pb.BGR8: 3, pb.MONO8: 1}
+_NAMES = {"rgb8": pb.ENCODING_RGB8, "bgr8": pb.ENCODING_BGR8, "mono8": pb.ENCODING_MONO8, "mono16": pb.ENCODING_MONO16,
+          "jpeg": pb.ENCODING_JPEG, "png": pb.ENCODING_PNG}
+_CHANNELS = {pb.ENCODING_RGB8: 3, pb.ENCODING_BGR8: 3, pb.ENCODING_MONO8: 1}
 
 
 def encoding_name(value: int) -> str:
@@ -53,19 +55,19 @@ def encode_frame(frame: np.ndarray, encoding: str = "rgb8", *, quality: int = 90
     return pb.Image(data=data, height=h, width=w, encoding=_NAMES[encoding])
 
 
-def decode_frame(img: Any) -> np.ndarray:
-    """Image message -> (H, W, 3) uint8 RGB."""
+def decode_frame(img: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """Image message -> (H, W, 3) uint8 RGB. Images above `max_pixels` are refused before decoding."""
     enc = img.encoding
     if enc in _CHANNELS:
         c = _CHANNELS[enc]
-        arr = _raw(img, np.uint8, c)
-        if enc == pb.BGR8:
+        arr = _raw(img, np.uint8, c, max_pixels)
+        if enc == pb.ENCODING_BGR8:
             arr = arr[..., ::-1]
-        elif enc == pb.MONO8:
+        elif enc == pb.ENCODING_MONO8:
             arr = np.repeat(arr, 3, axis=2)
         return np.ascontiguousarray(arr)
-    if enc in (pb.JPEG, pb.PNG):
-        pil = _open_compressed(img)
+    if enc in (pb.ENCODING_JPEG, pb.ENCODING_PNG):
+        pil = _open_compressed(img, max_pixels)
         if pil.mode not in ("RGB", "L"):
             raise InputError(f"{encoding_name(enc)} frame is '{pil.mode}' mode; send RGB or greyscale")
         arr = np.asarray(pil.convert("RGB"))
@@ -88,52 +90,81 @@ def encode_mask(mask: np.ndarray, encoding: str | None = None) -> Any:
     if encoding == "mono8":
         if mask.max(initial=0) > 255:
             raise InputError("mask values above 255 need mono16")
-        return pb.Image(data=mask.astype(np.uint8).tobytes(), height=h, width=w, encoding=pb.MONO8)
+        return pb.Image(data=mask.astype(np.uint8).tobytes(), height=h, width=w, encoding=pb.ENCODING_MONO8)
     if encoding == "mono16":
-        return pb.Image(data=mask.astype("<u2").tobytes(), height=h, width=w, encoding=pb.MONO16)
+        return pb.Image(data=mask.astype("<u2").tobytes(), height=h, width=w, encoding=pb.ENCODING_MONO16)
     if encoding == "png":
         from PIL import Image
         buf = io.BytesIO()
         Image.fromarray(mask.astype(np.uint8 if mask.max(initial=0) <= 255 else np.uint16)).save(buf, format="PNG")
-        return pb.Image(data=buf.getvalue(), height=h, width=w, encoding=pb.PNG)
+        return pb.Image(data=buf.getvalue(), height=h, width=w, encoding=pb.ENCODING_PNG)
     raise InputError(f"unknown mask encoding '{encoding}'; one of {', '.join(MASK_ENCODINGS)}")
 
 
-def decode_mask(img: Any) -> np.ndarray:
-    """Image -> (H, W) int64 index mask."""
-    if img.encoding == pb.MONO8:
-        return _raw(img, np.uint8, 1)[..., 0].astype(np.int64)
-    if img.encoding == pb.MONO16:
-        return _raw(img, np.dtype("<u2"), 1)[..., 0].astype(np.int64)
-    if img.encoding == pb.PNG:
-        pil = _open_compressed(img)
+def decode_mask(img: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """Image -> (H, W) uint8 or uint16 index mask (kept narrow: masks may wait in a stream's inbox)."""
+    if img.encoding == pb.ENCODING_MONO8:
+        return _raw(img, np.uint8, 1, max_pixels)[..., 0]
+    if img.encoding == pb.ENCODING_MONO16:
+        return _raw(img, np.dtype("<u2"), 1, max_pixels)[..., 0].astype(np.uint16)
+    if img.encoding == pb.ENCODING_PNG:
+        pil = _open_compressed(img, max_pixels)
         if pil.mode not in ("P", "L", "I", "I;16"):
-            raise InputError(f"png mask is '{pil.mode}' mode; send an index (P/L) or 16-bit greyscale PNG")
-        arr = np.asarray(pil).astype(np.int64)
+            raise InputError(f"png mask is '{pil.mode}' mode; send an 8-bit index (P/L) or 16-bit greyscale PNG")
+        arr = np.asarray(pil)
         _check_declared(img, arr.shape)
-        return arr
+        if arr.dtype.itemsize > 2 and arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise InputError(f"png mask values must be 0..65535, got {arr.min()}..{arr.max()}")
+        return arr.astype(np.uint16 if arr.dtype.itemsize > 1 else np.uint8)
     raise InputError(f"mask encoding {encoding_name(img.encoding)} is not a mask encoding; use one of "
                      f"{', '.join(MASK_ENCODINGS)}")
 
 
-def _raw(img: Any, dtype: Any, channels: int) -> np.ndarray:
+def _raw(img: Any, dtype: Any, channels: int, max_pixels: int | None) -> np.ndarray:
     h, w = int(img.height), int(img.width)
     if h <= 0 or w <= 0:
         raise ShapeError(f"{encoding_name(img.encoding)} image needs height and width, got {h}x{w}")
+    _check_pixels(img, h, w, max_pixels)
     itemsize = np.dtype(dtype).itemsize
     want = h * w * channels * itemsize
-    if len(img.data) != want:
-        raise ShapeError(f"{encoding_name(img.encoding)} {h}x{w} needs {want} bytes, got {len(img.data)}")
-    return np.frombuffer(img.data, dtype=dtype).reshape(h, w, channels)
+    data = img.data                    # one access: each one copies the bytes out of the message
+    if len(data) != want:
+        raise ShapeError(f"{encoding_name(img.encoding)} {h}x{w} needs {want} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=dtype).reshape(h, w, channels)
 
 
-def _open_compressed(img: Any) -> Any:
+def _check_pixels(img: Any, h: int, w: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and h * w > max_pixels:
+        raise InputError(f"{encoding_name(img.encoding)} image of {h}x{w} = {h * w / 1e6:.1f} Mpx exceeds the "
+                         f"server's limit of {max_pixels / 1e6:.1f} Mpx (s3rt serve --max-image-mpx)")
+
+
+def _open_compressed(img: Any, max_pixels: int | None) -> Any:
+    """Open, check the header (format = declared encoding, size within `max_pixels`), then decode.
+
+    Decoding happens only after the header's dimensions passed: a 151 KB PNG can declare 4800x8000.
+    Messages never carry the decoder's text (it holds Python reprs such as object addresses).
+    """
     from PIL import Image, UnidentifiedImageError
+    declared = encoding_name(img.encoding)
+    data = img.data
+    what = f"the {declared} image ({len(data)} bytes)"
     try:
-        pil = Image.open(io.BytesIO(img.data))
-        pil.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)     # our own limit decides
+            pil = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
+    except Image.DecompressionBombError:
+        raise InputError(f"{what} declares more pixels than the decoder allows; send a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"cannot decode the {encoding_name(img.encoding)} image ({len(img.data)} bytes): {exc}") from exc
+        raise InputError(f"cannot decode {what}: not a PNG or JPEG file ({type(exc).__name__})") from None
+    if pil.format.lower() != declared:
+        raise InputError(f"{what} is declared {declared} but the data is {pil.format}; declare its real encoding")
+    w, h = pil.size
+    _check_pixels(img, h, w, max_pixels)
+    try:
+        pil.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as exc:
+        raise InputError(f"cannot decode {what} ({type(exc).__name__})") from None
     return pil
 
 
@@ -158,8 +189,8 @@ def object_id_from_pb(msg: Any) -> ObjectId:
 # -- outputs --------------------------------------------------------------------------------------
 def result_to_pb(r: Result) -> Any:
     labels = r.labels
-    enc = pb.MONO8 if labels.dtype == np.uint8 else pb.MONO16
-    data = labels.tobytes() if enc == pb.MONO8 else labels.astype("<u2").tobytes()
+    enc = pb.ENCODING_MONO8 if labels.dtype == np.uint8 else pb.ENCODING_MONO16
+    data = labels.tobytes() if enc == pb.ENCODING_MONO8 else labels.astype("<u2").tobytes()
     objs = [pb.ObjectResult(id=object_id_to_pb(o.id), label=o.label, area=o.area, visible=o.visible,
                             box=pb.Box(x0=o.box[0], y0=o.box[1], x1=o.box[2], y1=o.box[3]) if o.box else None)
             for o in r.objects]
@@ -172,7 +203,7 @@ def result_to_pb(r: Result) -> Any:
 
 
 def result_from_pb(m: Any) -> Result:
-    labels = _raw(m.labels, np.uint8 if m.labels.encoding == pb.MONO8 else np.dtype("<u2"), 1)[..., 0]
+    labels = _raw(m.labels, np.uint8 if m.labels.encoding == pb.ENCODING_MONO8 else np.dtype("<u2"), 1, None)[..., 0]
     objs = tuple(ObjectStat(id=object_id_from_pb(o.id), label=o.label, area=int(o.area),
                             box=(o.box.x0, o.box.y0, o.box.x1, o.box.y1) if o.visible else None) for o in m.objects)
     return Result(seq=int(m.seq), capture_ts=m.capture_ts, labels=labels, objects=objs,

@@ -37,11 +37,18 @@ class ReplayStats:
 
 def replay(stream: StreamClient, first: np.ndarray, mask: np.ndarray, frames: Iterable[np.ndarray], *,
            fps: float | None = None, ids: dict[int, ObjectId] | None = None,
-           on_output: Callable[[Output, np.ndarray | None], None] | None = None) -> ReplayStats:
+           on_output: Callable[[Output, np.ndarray | None], None] | None = None,
+           stats: ReplayStats | None = None, in_flight: int = 8) -> ReplayStats:
     """Add the objects on `first`, send `frames` paced at `fps` (None/0: as fast as possible), half-close
-    and collect every output. `on_output(out, frame)` sees each output with the frame it belongs to."""
-    stats = ReplayStats()
+    and collect every output. `on_output(out, frame)` sees each output with the frame it belongs to.
+
+    Unpaced, at most `in_flight` frames are sent ahead of their outputs, so a long clip is not queued
+    whole in memory while the server works. `stats` (optional) is filled as it goes, so a caller
+    stopped half-way (Ctrl-C, the server gone) still has the counts so far.
+    """
+    stats = stats if stats is not None else ReplayStats()
     sent: dict[int, np.ndarray] = {}
+    window = threading.BoundedSemaphore(max(1, in_flight))
     t_start = time.time()
     reply = stream.add_objects(mask, first, ids=ids, seq=0, capture_ts=t_start)
     stats.sent = 1
@@ -51,13 +58,19 @@ def replay(stream: StreamClient, first: np.ndarray, mask: np.ndarray, frames: It
     period = 1.0 / fps if fps else 0.0
 
     def consume() -> None:                     # outputs are handled while frames are still being sent
-        for out in stream.outputs():
-            if out.seq == 0:
-                continue
-            _account(stats, out, stream.received_at.get(out.seq, time.time()) - out.capture_ts)
-            if on_output is not None:
-                on_output(out, sent.pop(out.seq, None))
+        try:
+            for out in stream.outputs():
+                if out.seq == 0:
+                    continue
+                _account(stats, out, stream.received_at.get(out.seq, time.time()) - out.capture_ts)
+                if on_output is not None:
+                    on_output(out, sent.pop(out.seq, None))
+                if not period:
+                    window.release()
+        finally:
+            done.set()
 
+    done = threading.Event()
     reader = threading.Thread(target=consume, name="s3rt-replay", daemon=True)
     reader.start()
     t0 = time.time()
@@ -66,6 +79,10 @@ def replay(stream: StreamClient, first: np.ndarray, mask: np.ndarray, frames: It
             delay = t0 + i * period - time.time()
             if delay > 0:
                 time.sleep(delay)
+        else:
+            while not window.acquire(timeout=0.5):
+                if done.is_set():               # the stream ended: nothing more will be answered
+                    break
         stamp = time.time()
         stream.send(frame, seq=i, capture_ts=stamp)
         if on_output is not None:

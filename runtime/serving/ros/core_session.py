@@ -1,15 +1,17 @@
 """`CoreSession`: the ROS adapters' `Session` over the serving core's `StreamSession`.
 
 Bag replay and the node drive the same `StreamSession` the gRPC server drives: its object table
-(user id -> label), its real-time policy (latest frame wins, deadline drops at dequeue, the
-`DropReason` values) and its per-frame timings. This module only translates:
+(user id -> label, `ObjectTable`), its real-time policy (latest frame wins, deadline drops at
+dequeue, the `DropReason` values) and its per-frame timings. This module keeps no id table of
+its own; it only translates:
 
 - ROS capture stamps (int ns) -> the core's `capture_ts` (float s); the exact ns are kept by seq
   and given back with the outcome (a float second cannot hold a 19-digit ns stamp).
 - Masks given before a frame (a service call, a bag prompt) are held and sent with the next frame
-  as the core's add (or update) control, which the core always processes. Their labels are pinned
-  when held, so the label a caller is told is the label in the images; an index mask keeps its
-  pixel values as labels (id = str(value)), so replayed masks equal `s3rt run`'s.
+  as the core's add (or update) control, which the core always processes. New ids are reserved
+  in the core's table when given, so the label a caller is told is the label in the images; an
+  index mask keeps its pixel values as labels (id = str(value)), so replayed masks equal
+  `s3rt run`'s. A refused add drops its reservations (the core does it).
 - Core outputs -> `Outcome`: `Result` (labels, label -> id, scores, queue / inference / end-to-end
   ms), `Dropped` (reason, time waited), `FrameFailed` and refused frame-carrying controls (error).
 
@@ -28,20 +30,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from s3rt.errors import CapacityError, ConfigError, ObjectIdError, S3rtError, ShapeError, StateError
-from s3rt.runtime.serving.ros.outcome import Outcome
+from s3rt.errors import ConfigError, ObjectIdError, S3rtError, ShapeError, StateError
+from s3rt.runtime.serving.controls import AddObjects, UpdateObjects
 from s3rt.runtime.serving.messages import ControlReply, Dropped, FrameFailed, Output, Result
+from s3rt.runtime.serving.ros.outcome import Outcome
 from s3rt.runtime.serving.session import StreamOptions, StreamSession
 from s3rt.runtime.tracker import Tracker
 
 
 @dataclass
 class _Held:
-    """Masks waiting for the next frame, as one index mask whose values are the pinned labels."""
+    """The request waiting for the next frame: one index mask whose values are the labels."""
 
-    op: str                          # "add" (new ids) or "update" (ids the core tracks)
+    new: bool                        # an add (ids reserved in the core's table) or an update (tracked ids)
     index: np.ndarray                # (H, W) int64, value = label, 0 = no object given
-    labels: dict[str, int]           # id -> label
+    ids: dict[str, int]              # id -> label of the ids in this request
+
+    def control(self) -> AddObjects | UpdateObjects:
+        value_ids = {v: k for k, v in self.ids.items()}
+        return AddObjects(self.index, value_ids, dict(self.ids)) if self.new else UpdateObjects(self.index, value_ids)
 
 
 class CoreSession:
@@ -53,7 +60,6 @@ class CoreSession:
         self._held: _Held | None = None
         self._stamps: dict[int, int] = {}             # seq -> capture ns of a submitted frame, until its outcome
         self._requests: dict[int, int] = {}           # request id -> seq of a submitted frame carrying masks
-        self._in_flight: dict[int, dict[str, int]] = {}   # request id -> labels of an add not handled yet
         self._request_ids = itertools.count(1)
 
     @classmethod
@@ -72,13 +78,8 @@ class CoreSession:
     # -- objects ---------------------------------------------------------------------------------
     @property
     def objects(self) -> dict[str, int]:
-        """id -> label of every object tracked or given for the next frame."""
-        out = {str(k): v for k, v in self.stream.objects.labels.items()}
-        for labels in self._in_flight.values():
-            out.update(labels)
-        if self._held is not None:
-            out.update(self._held.labels)
-        return out
+        """id -> label of every object tracked, on its way to the tracker, or given for the next frame."""
+        return {str(k): v for k, v in self.stream.objects.claimed.items()}
 
     def add_objects(self, masks: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Binary (H, W) masks by id, sent with the next frame. New ids get the smallest free labels;
@@ -89,15 +90,15 @@ class CoreSession:
         shapes = {p.shape for p in planes.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ShapeError(f"add_objects: masks must be (H, W) and all the same size, got {sorted(shapes)}")
-        claimed = self.objects
-        used = set(claimed.values())
-        free = (v for v in itertools.count(1) if v not in used)
-        labels = {oid: claimed[oid] if oid in claimed else next(free) for oid in planes}
-        index = np.zeros(next(iter(shapes)), np.int64)
-        for oid, plane in planes.items():                 # later masks win where they overlap
-            index[plane.astype(bool)] = labels[oid]
-        self._hold(index, labels)
-        return labels
+        shape = next(iter(shapes))
+
+        def paint(labels: dict[str, int]) -> np.ndarray:
+            index = np.zeros(shape, np.int64)
+            for oid, plane in planes.items():                 # later masks win where they overlap
+                index[plane.astype(bool)] = labels[oid]
+            return index
+
+        return self._hold(list(planes), paint, shape)
 
     def add_index_mask(self, mask: np.ndarray) -> dict[str, int]:
         """An (H, W) index mask sent with the next frame: label = pixel value, id = str(value)."""
@@ -107,58 +108,61 @@ class CoreSession:
         values = [int(v) for v in np.unique(mask) if v != 0]
         if not values:
             raise ObjectIdError("the mask has no object pixels (all zero): nothing to track")
-        labels = {str(v): v for v in values}
-        self._hold(mask.astype(np.int64), labels)
-        return labels
+        wanted = {str(v): v for v in values}
+        return self._hold(list(wanted), lambda labels: mask.astype(np.int64), mask.shape, wanted=wanted)
 
     def remove_object(self, object_id: str) -> None:
         object_id = str(object_id)
         held = self._held
-        if held is not None and object_id in held.labels:  # not sent yet: take it out of the held masks
-            held.index[held.index == held.labels.pop(object_id)] = 0
-            if not held.labels:
+        if held is not None and object_id in held.ids:     # not sent yet: take it out of the held masks
+            held.index[held.index == held.ids.pop(object_id)] = 0
+            if not held.ids:
                 self._held = None
-            if held.op == "add":
+            if held.new:
+                self.stream.objects.unreserve([object_id])
                 return
         self.stream.remove_objects([object_id])          # waits for the frames before it (real time)
-        self._in_flight.clear()                          # ... so every earlier add has been handled
 
     def reset(self) -> None:
         self._held = None
-        self.stream.reset()
-        self._in_flight.clear()
+        self.stream.reset()                              # clears the core's table, reservations included
 
-    def _hold(self, index: np.ndarray, labels: dict[str, int]) -> None:
-        """Merge masks into the held ones after every check (a refused call changes nothing)."""
-        claimed = self.objects
-        owner = {v: k for k, v in claimed.items()}
-        clash = {v: owner[v] for k, v in labels.items() if owner.get(v, k) != k}
-        if clash:
-            raise ObjectIdError(f"labels already belong to other objects (label -> id): {clash}")
+    def _hold(self, ids: list[str], paint, shape: tuple[int, ...], *, wanted: dict[str, int] | None = None
+              ) -> dict[str, int]:
+        """Check, reserve the new ids' labels in the core's table, and merge into the held request.
+        A refused call changes nothing."""
+        table = self.stream.objects
         held = self._held
-        if held is not None and held.index.shape != index.shape:
-            raise ShapeError(f"masks are {index.shape[0]}x{index.shape[1]} but masks of "
+        if held is not None and held.index.shape != tuple(shape):
+            raise ShapeError(f"masks are {shape[0]}x{shape[1]} but masks of "
                              f"{held.index.shape[0]}x{held.index.shape[1]} wait for the next frame")
         hw = self.stream.frame_hw
-        if hw is not None and index.shape != tuple(hw):
-            raise ShapeError(f"masks must be {hw[0]}x{hw[1]} like the stream's frames, got "
-                             f"{index.shape[0]}x{index.shape[1]}")
-        merged = {**(held.labels if held is not None else {}), **labels}
-        known = {str(k) for k in self.stream.objects.labels}.union(*self._in_flight.values())
-        new = set(merged) - known
-        if new and new != set(merged):
-            raise ObjectIdError(f"objects {sorted(set(merged) - new)} are tracked and {sorted(new)} are new: "
+        if hw is not None and tuple(shape) != tuple(hw):
+            raise ShapeError(f"masks must be {hw[0]}x{hw[1]} like the stream's frames, got {shape[0]}x{shape[1]}")
+        claimed = {str(k): v for k, v in table.claimed.items()}
+        tracked = {str(k) for k in table.labels}
+        given = set(ids) | set(held.ids if held is not None else ())
+        new = [i for i in ids if i not in claimed]
+        old = sorted(given & tracked)
+        if (new or (held is not None and held.new)) and old:
+            raise ObjectIdError(f"objects {old} are tracked and {sorted(given - tracked)} are new: "
                                 "give them in separate calls, with a frame between")
-        if len(set(claimed) | set(merged)) > self.stream.objects.max_objects:
-            raise CapacityError(f"tracking {sorted(claimed)}, adding {sorted(set(merged) - set(claimed))} would "
-                                f"exceed this stream's limit of {self.stream.objects.max_objects} objects")
+        mismatch = {i: claimed[i] for i in ids if wanted and i in claimed and claimed[i] != wanted[i]}
+        if mismatch:
+            raise ObjectIdError(f"ids {mismatch} already have other labels than their mask values")
+        reserved = table.reserve(new, {i: wanted[i] for i in new} if wanted else None) if new else {}
+        labels = {i: claimed.get(i, reserved.get(i)) for i in ids}
+        index = paint(labels)
         if held is not None:
             index = np.where(index != 0, index, held.index)
+        merged = {**(held.ids if held is not None else {}), **labels}
         present = set(np.unique(index).tolist())
         empty = sorted(k for k, v in merged.items() if v not in present)
         if empty:
+            table.unreserve(new)
             raise ObjectIdError(f"empty masks for objects {empty}: no pixels left for them")
-        self._held = _Held(op="add" if new else "update", index=index, labels=merged)
+        self._held = _Held(new=bool(new) or (held is not None and held.new), index=index, ids=merged)
+        return labels
 
     # -- frames ----------------------------------------------------------------------------------
     def process(self, frame: np.ndarray, seq: int, capture_ns: int) -> Outcome:
@@ -183,16 +187,12 @@ class CoreSession:
                 return
             rid = next(self._request_ids)
             self._requests[rid] = seq
-            if held.op == "add":
-                self._in_flight[rid] = dict(held.labels)
             self._held = None
-            self.stream.control(held.op, frame=frame, seq=seq, capture_ts=capture_ns / 1e9, request_id=rid,
-                                **self._control_args(held))
+            self.stream.control(held.control(), frame=frame, seq=seq, capture_ts=capture_ns / 1e9, request_id=rid)
         except BaseException:
             self._stamps.pop(seq, None)
             if rid is not None:
                 self._requests.pop(rid, None)
-                self._in_flight.pop(rid, None)
                 self._held = held
             raise
 
@@ -219,22 +219,16 @@ class CoreSession:
             self._backend.close()
 
     # -- internals -------------------------------------------------------------------------------
-    @staticmethod
-    def _control_args(held: _Held) -> dict:
-        args: dict = {"mask": held.index, "ids": {v: k for k, v in held.labels.items()}}
-        if held.op == "add":
-            args["labels"] = dict(held.labels)
-        return args
-
     def _send_held(self, frame: np.ndarray, seq: int, capture_ns: int) -> Outcome:
         """The frame with the held masks, waited for (the core never drops such a frame)."""
         held, self._held = self._held, None
         assert held is not None
         try:
-            reply = self.stream.control(held.op, frame=frame, seq=seq, capture_ts=capture_ns / 1e9,
-                                        **self._control_args(held)).result()
+            reply = self.stream.control(held.control(), frame=frame, seq=seq,
+                                        capture_ts=capture_ns / 1e9).result()
         except S3rtError as exc:
-            return Outcome(seq, capture_ns, error=f"{held.op} objects {sorted(held.labels)} refused: {exc}")
+            op = "add" if held.new else "update"
+            return Outcome(seq, capture_ns, error=f"{op} objects {sorted(held.ids)} refused: {exc}")
         assert reply.result is not None
         return self._outcome(reply.result, capture_ns)
 
@@ -244,7 +238,6 @@ class CoreSession:
         seq = self._requests.pop(out.request_id, None) if out.request_id is not None else None
         if seq is None:
             return None                        # remove / reset / a waited-for add: answered to the caller
-        self._in_flight.pop(out.request_id, None)
         capture_ns = self._stamps.pop(seq, 0)
         if out.ok and out.result is not None:
             return self._outcome(out.result, capture_ns)

@@ -175,7 +175,7 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
     cfg = get_config(config) if isinstance(config, str) else config
     settings = InferenceConfig(mem_every=mem_every, max_mem_frames=memory_frames, top_k=top_k,
                                max_objects=max_objects, max_buckets=max_buckets, long_term=long_term)
-    frame_geo = FrameGeometry.for_frame((height, width), None)
+    frame_geo = FrameGeometry.for_frame((height, width), None, pad_multiple=cfg.pad_multiple)
     geo = Geometry(height=frame_geo.padded_hw[0], width=frame_geo.padded_hw[1], slots=settings.memory_slots)
     if geo.tokens * geo.slots < top_k:
         raise ConfigError(f"memory capacity {geo.slots} slots x {geo.tokens} tokens < top_k {top_k}")
@@ -201,6 +201,10 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
         with torch.no_grad():
             pos_embed = model.pixel_encoder.interpolated_pos_embed(geo.h, geo.w).detach().clone()
 
+    if fused_attention_node and not cfg.uses_fused_gather:
+        raise ConfigError(f"--fused-attention-plugin is S3-only: the s3rt::MaskedQueryGather plugin implements DQ_CA, "
+                          f"and {cfg.name} reads pixels with a standard masked attention (plain ONNX ops, no plugin "
+                          "needed); export without the flag")
     if fused_attention_node:
         from s3rt.kernels.masked_query_attention.torch_op import register_onnx_symbolic
         register_onnx_symbolic(opset)

@@ -62,7 +62,7 @@ class Tracker:
     """
 
     def __init__(self, backend: Backend, settings: InferenceConfig | None = None, *,
-                 max_short_side: int | None = 480) -> None:
+                 max_short_side: int | None = 480, max_internal_size: int | None = None) -> None:
         self.backend = backend.open()
         cap = backend.capacity
         if cap is not None and settings is not None:
@@ -79,6 +79,7 @@ class Tracker:
         if hasattr(backend, "set_top_k"):
             backend.set_top_k(self.top_k)
         self.max_short_side = max_short_side
+        self.max_internal_size = max_internal_size     # Cutie's internal resize (CUTIE_DELTA 6.3), None: off
         self.cfg = backend.model_config
         stagger = np.round(np.linspace(1, self.settings.mem_every, self.settings.stagger_updates)).astype(int)
         self._stagger = set(int(x) for x in stagger)
@@ -209,7 +210,9 @@ class Tracker:
             return
         if not isinstance(frame, np.ndarray) or frame.ndim < 2:
             raise ShapeError(f"frame: expected an RGB array (H, W, 3), got {getattr(frame, 'shape', type(frame))}")
-        geo = FrameGeometry.for_frame(frame.shape[:2], self.max_short_side)
+        pad = self.cfg.pad_multiple
+        geo = FrameGeometry.for_frame(frame.shape[:2], self.max_short_side, pad_multiple=pad,
+                                      max_internal_size=self.max_internal_size)
         fixed = self.backend.fixed_size
         if fixed is not None and geo.work_hw != tuple(fixed):
             # graphs built for one size: frames of the same aspect ratio are resized to it
@@ -218,7 +221,7 @@ class Tracker:
                 raise ShapeError(f"the graphs were exported for {fixed[0]}x{fixed[1]} frames but this stream's "
                                  f"frames are {h0}x{w0} (another aspect ratio); re-export with "
                                  f"--height {geo.work_hw[0]} --width {geo.work_hw[1]}")
-            geo = FrameGeometry.for_frame(frame.shape[:2], None, work_hw=tuple(fixed))
+            geo = FrameGeometry.for_frame(frame.shape[:2], None, work_hw=tuple(fixed), pad_multiple=pad)
         self.geometry = geo
         H, W = geo.padded_hw
         self.graph_geo = Geometry(height=H, width=W, slots=self.slots)

@@ -73,7 +73,13 @@ class Tracker:
             if settings.long_term != cap.long_term:
                 raise CapacityError(f"long-term settings {settings.long_term} differ from the export's "
                                     f"({cap.long_term}); re-export with the same --long-term/--lt-* options")
-        self.settings = settings or cap or InferenceConfig()
+        if settings is None:      # the model's own defaults (family, weights, export manifest)
+            from s3rt.inference_settings import resolve_inference_settings
+            effective = resolve_inference_settings(backend.model_config, carried=backend.carried_defaults(),
+                                                   capacity=cap)
+            settings = effective.loop
+            log.info("inference settings: %s", effective.describe())
+        self.settings = settings
         self.slots = cap.memory_slots if cap is not None else self.settings.memory_slots
         self.top_k = backend.top_k or self.settings.top_k
         if hasattr(backend, "set_top_k"):

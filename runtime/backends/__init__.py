@@ -16,10 +16,11 @@ def make_backend(name: str, *, config: str | None = None, weights: str | Path | 
                  plugin_libs: tuple[str, ...] | list[str] = (), host_buffers: bool = False) -> Backend:
     """Construct (not open) a backend. torch needs a config; the graph backends need --model."""
     if name == "torch":
-        if config is None:
-            raise ConfigError("the torch backend needs --config (and optionally --weights)")
+        if config is None and weights is None:
+            raise ConfigError("the torch backend needs --config (and optionally --weights), or --weights alone "
+                              "(the config is then detected from the checkpoint)")
         from s3rt.runtime.backends.pytorch.backend import TorchBackend
-        return TorchBackend(config, weights=weights, device=device, seed=seed, precision=precision or "fp32")
+        return TorchBackend(config or "auto", weights=weights, device=device, seed=seed, precision=precision or "fp32")
     if name in ("onnxruntime", "tensorrt") and model_dir is None:
         raise ConfigError(f"the {name} backend runs exported graphs: pass --model DIR "
                           "(create one with 's3rt export')")

@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
 def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
     from s3rt.runtime.backends import make_backend
 
-    if args.backend == "torch" and args.config is None and args.model is None:
-        raise ConfigError("choose a model: --config NAME [--weights W] for the torch backend")
-    config = args.config
+    if args.backend == "torch" and args.config is None and args.model is None and args.weights is None:
+        raise ConfigError("choose a model: --config NAME [--weights W] or --weights W (config detected) for the "
+                          "torch backend")
+    config = args.config or ("auto" if args.weights else None)
     if args.backend == "torch" and config is None:
         from s3rt.runtime.manifest import load_manifest
         config = load_manifest(args.model).model.name
@@ -126,8 +127,9 @@ def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
 def _tracker_factory(args: argparse.Namespace, backend: object):
     from s3rt.runtime.tracker import Tracker
 
-    settings = loop_settings(args) if args.backend == "torch" else None   # graphs carry their own
-    if settings is None:
+    effective = loop_settings(args, backend)
+    log.info("inference settings: %s", effective.describe())
+    if args.backend != "torch":      # graphs carry their memory layout; loop settings may still be overridden
         from s3rt.cli.common import long_term_settings
         from s3rt.runtime.manifest import load_manifest
         wanted = long_term_settings(args)
@@ -136,7 +138,8 @@ def _tracker_factory(args: argparse.Namespace, backend: object):
             raise ConfigError(f"--long-term/--lt-* ask for {wanted}, but the graphs in {args.model} were exported "
                               f"with long_term={exported}; re-export with 's3rt export --long-term ...' (graph "
                               "backends run the export's memory settings)")
-    return lambda: Tracker(backend, settings, max_short_side=args.size or None)
+    return lambda: Tracker(backend, effective.loop, max_short_side=effective.size,
+                           max_internal_size=effective.max_internal_size)
 
 
 def _run_clip(args: argparse.Namespace, backend, notes: list[str]) -> int:

@@ -45,6 +45,10 @@ class TorchBackend(Backend):
     def model_config(self) -> ModelConfig:
         return self._cfg
 
+    def carried_defaults(self) -> list:
+        from s3rt.inference_settings import weights_defaults
+        return [weights_defaults(self._weights)]
+
     @property
     def model(self) -> Any:
         self._require_open()

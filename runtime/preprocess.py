@@ -78,7 +78,8 @@ def _centred_pad(x: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
 
 def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source rows i0, i1 and weight of i1 for a half-pixel bilinear resize (align_corners=False)."""
-    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    scale = np.float32(n_in / n_out)                  # float32 source coordinates, as torch computes them
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, (src - i0).astype(np.float32)

@@ -256,3 +256,15 @@ def test_fused_plugin_export_is_refused_for_cutie(tmp_path):
     from s3rt.export.onnx_export import export_model
     with pytest.raises(ConfigError, match="--fused-attention-plugin is S3-only"):
         export_model("tiny-cutie", out_dir=tmp_path, height=32, width=32, fused_attention_node=True)
+
+
+def test_validate_and_bench_commands_on_a_cutie_model(cutie_export, tmp_path, capsys):
+    from s3rt.cli.main import main
+    out, _, _ = cutie_export
+    assert main(["validate", "--model", str(out), "--max-frames", "3"]) == 0
+    assert main(["bench", "--config", "tiny-cutie", "--height", "48", "--width", "80", "--frames", "3",
+                 "--warmup", "2", "--threads", "1", "--backends", "torch,onnxruntime",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    text = json.dumps(result)
+    assert "tiny-cutie" in text and "onnxruntime" in text

@@ -18,8 +18,7 @@ def cutie_scenario():
     torch.manual_seed(0)
     model = build_model("tiny-cutie", seed=3)
     frames, masks = lt_clip()
-    ref, want = run_reference(model, frames, masks)
-    return model, frames, masks, ref, want
+    return (model, frames, masks, *run_reference(model, frames, masks))
 
 
 def test_cutie_torch_tracker_matches_the_literal_long_term_reference(cutie_scenario):

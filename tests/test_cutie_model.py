@@ -16,30 +16,24 @@ from s3rt.export.model import S3Model, build_model, load_weights
 from s3rt.export.model.object_transformer import foreground_from_logits
 from s3rt.export.model.read_from_pixel import MaskedCrossAttention
 from s3rt.export.model.weights import detect_config, expected_shapes
+from test_state_dict import manifest_state_dict_from
 
 CUTIE_MANIFESTS = {"cutie-small": "state_dict_cutie_small.json", "cutie-base": "state_dict_cutie_base.json"}
 S3_MANIFESTS = {"s3-base": "state_dict_adapter_depthanybase.json", "s3-r50": "state_dict_base_resnet50.json"}
-
-
-def seeded_state(entries: list[dict], seed: int = 1) -> dict[str, torch.Tensor]:
-    """Weights for every manifest entry (name, shape, dtype), in the manifest's order."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for e in entries:
-        dtype = getattr(torch, e["dtype"])
-        out[e["name"]] = (torch.randint(0, 5, e["shape"], generator=g) if not dtype.is_floating_point
-                          else torch.randn(e["shape"], generator=g)).to(dtype)
-    return out
 
 
 def manifest_entries(spec_dir, file: str) -> list[dict]:
     return json.loads((spec_dir / file).read_text())["entries"]
 
 
+seeded_state = manifest_state_dict_from      # seeded weights for every manifest entry, in its order
+
+
 def config_state(name: str) -> dict[str, torch.Tensor]:
-    """Seeded weights with exactly the keys/shapes our module tree has (for configs without a manifest)."""
-    return seeded_state([{"name": k, "shape": list(s), "dtype": "float32" if not k.endswith("num_batches_tracked")
-                          else "int64"} for k, s in expected_shapes(name).items()])
+    """Random weights with exactly the keys/shapes our module tree has (for configs without a manifest)."""
+    g = torch.Generator().manual_seed(2)
+    return {k: torch.zeros(s, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g)
+            for k, s in expected_shapes(name).items()}
 
 
 @pytest.mark.parametrize("config", sorted(CUTIE_MANIFESTS))

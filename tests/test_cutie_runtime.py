@@ -4,6 +4,7 @@ mid-clip), TensorRT op lint, and `s3rt serve` == `s3rt run` on a Cutie export (t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -200,6 +201,21 @@ def test_onnxruntime_matches_torch_on_a_whole_clip_with_an_object_added_mid_clip
         assert np.abs(a - b).max() < 1e-4, (t, np.abs(a - b).max())
 
 
+@contextlib.contextmanager
+def serving(model_dir):
+    """`s3rt serve --model model_dir --port 0` in a subprocess; yields its port, stops it with SIGTERM."""
+    cmd = [sys.executable, "-m", "s3rt.cli.main", "serve", "--model", str(model_dir), "--threads", "1", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
+        yield int(line.rsplit(":", 1)[1])
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0                      # clean shutdown
+
+
 def test_serving_a_cutie_export_gives_the_masks_of_s3rt_run(cutie_export, tmp_path):
     pytest.importorskip("grpc", reason="serving needs the serve extra (grpcio)")
     from s3rt.cli.main import main
@@ -213,25 +229,14 @@ def test_serving_a_cutie_export_gives_the_masks_of_s3rt_run(cutie_export, tmp_pa
     Image.fromarray(first.astype(np.uint8), mode="L").save(first_png)
     assert main(["run", "--model", str(out), "--backend", "onnxruntime", "--threads", "1", "--frames", str(clip),
                  "--mask", str(first_png), "--out", str(tmp_path / "offline"), "--no-progress"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "s3rt.cli.main", "serve", "--model", str(out), "--threads", "1",
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
-        port = int(line.rsplit(":", 1)[1])
-        served = tmp_path / "served"
+    with serving(out) as port:        # a real `s3rt serve` process on loopback
         assert main(["stream", "--server", f"127.0.0.1:{port}", "--frames", str(clip), "--mask", str(first_png),
-                     "--out", str(served), "--every-frame"]) == 0
-        for i in range(len(frames)):
-            a = np.asarray(Image.open(tmp_path / "offline" / f"{i:05d}.png"))
-            b = np.asarray(Image.open(served / f"{i:05d}.png"))
-            np.testing.assert_array_equal(a, b)
-            assert set(np.unique(b)) <= {0, 1, 2}
-        np.testing.assert_array_equal(np.asarray(Image.open(served / "00000.png")), first)   # the given mask
-    finally:
-        proc.terminate()
-        assert proc.wait(20) == 0
+                     "--out", str(tmp_path / "served"), "--every-frame"]) == 0
+    masks = {kind: [np.asarray(Image.open(tmp_path / kind / f"{i:05d}.png")) for i in range(len(frames))]
+             for kind in ("offline", "served")}
+    np.testing.assert_array_equal(np.stack(masks["served"]), np.stack(masks["offline"]))
+    np.testing.assert_array_equal(masks["served"][0], first)            # the given mask comes back on frame 0
+    assert set(np.unique(np.stack(masks["served"]))) <= {0, 1, 2}
 
 
 def test_run_with_weights_only_detects_the_cutie_config(tmp_path):

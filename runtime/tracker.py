@@ -75,8 +75,8 @@ class Tracker:
                                     f"({cap.long_term}); re-export with the same --long-term/--lt-* options")
         if settings is None:      # the model's own defaults (family, weights, export manifest)
             from s3rt.inference_settings import resolve_inference_settings
-            effective = resolve_inference_settings(backend.model_config, carried=backend.carried_defaults(),
-                                                   capacity=cap)
+            carried = getattr(backend, "carried_defaults", list)()
+            effective = resolve_inference_settings(backend.model_config, carried=carried, capacity=cap)
             settings = effective.loop
             log.info("inference settings: %s", effective.describe())
         self.settings = settings

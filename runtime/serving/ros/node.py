@@ -29,6 +29,7 @@ def default_session(params: NodeParams) -> Session:
     """The model of `params` on its backend, behind a real-time core stream (as a gRPC stream)."""
     import logging
 
+    from s3rt.inference_settings import resolve_inference_settings
     from s3rt.runtime.backends import make_backend
     from s3rt.runtime.manifest import load_manifest
     from s3rt.runtime.serving.ros.core_session import CoreSession
@@ -37,10 +38,9 @@ def default_session(params: NodeParams) -> Session:
     config = load_manifest(params.model_dir).model.name if params.backend == "torch" else None
     backend = make_backend(params.backend, config=config, model_dir=params.model_dir, device=params.device,
                            threads=params.threads or None)
-    from s3rt.inference_settings import resolve_inference_settings   # the model's defaults, logged
+    overrides = {"max_objects": params.max_objects} if params.backend == "torch" else {}
     effective = resolve_inference_settings(backend.model_config, carried=backend.carried_defaults(),
-                                           capacity=backend.capacity,
-                                           overrides={"max_objects": params.max_objects} if params.backend == "torch" else {})
+                                           capacity=backend.capacity, overrides=overrides)   # the model's defaults
     logging.getLogger(__name__).info("inference settings: %s", effective.describe())
     settings = effective.loop
     return CoreSession.open(Tracker(backend, settings), realtime=True, deadline_ms=params.deadline_ms or None,

@@ -99,17 +99,18 @@ def manifest_defaults(recorded: Mapping[str, Any] | None, settings: InferenceCon
     return None
 
 
-def resolve_inference_settings(config: ModelConfig, *, carried: list[tuple[dict[str, Any], str] | None] = (),
+def resolve_inference_settings(config: ModelConfig | None, *, carried: list[tuple[dict[str, Any], str] | None] = (),
                                capacity: InferenceConfig | None = None,
                                overrides: Mapping[str, Any] | None = None) -> EffectiveSettings:
     """Settings for one run: family defaults < `carried` layers (weights, then manifest) < overrides.
 
     capacity: an export's baked capacity (max_objects, max_buckets, long_term); overrides may lower
     the object/bucket counts. `overrides` values of None mean "not given". size 0 means native size.
+    config None (no model known yet): S3's defaults.
     """
-    values, origin = FAMILY_DEFAULTS[config.family]
+    values, origin = FAMILY_DEFAULTS[config.family if config is not None else "s3"]
     values = dict(values)
-    sources = {k: f"{config.name}: {origin}" for k in values}
+    sources = {k: f"{config.name}: {origin}" if config is not None else origin for k in values}
     for layer in carried:
         if layer is None:
             continue

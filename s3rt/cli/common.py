@@ -96,12 +96,19 @@ def long_term_settings(args: argparse.Namespace):  # noqa: ANN201 - LongTermConf
     return long_term_from(args.lt_preset, **fields)
 
 
-def loop_settings(args: argparse.Namespace, backend):  # noqa: ANN001, ANN201 - Backend -> EffectiveSettings
-    """The settings a command runs with: the model's defaults, overridden by the options given."""
+def loop_settings(args: argparse.Namespace) -> InferenceConfig:
+    """The loop settings the options ask for, on S3's defaults (no model known)."""
+    return effective_settings(args, None).loop
+
+
+def effective_settings(args: argparse.Namespace, backend):  # noqa: ANN001, ANN201 - Backend -> EffectiveSettings
+    """The settings a command runs with: the model's defaults (backend), overridden by the options given."""
     from s3rt.inference_settings import resolve_inference_settings
     overrides = {k: getattr(args, k, None) for k in ("mem_every", "max_mem_frames", "top_k", "max_objects",
                                                      "max_buckets", "size", "max_internal_size")}
     overrides["long_term"] = long_term_settings(args)
+    if backend is None:
+        return resolve_inference_settings(None, overrides=overrides)
     return resolve_inference_settings(backend.model_config, carried=backend.carried_defaults(),
                                       capacity=backend.capacity, overrides=overrides)
 

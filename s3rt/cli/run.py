@@ -28,7 +28,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from s3rt.cli.common import add_backend_args, add_loop_args, add_model_args, add_verbose, loop_settings
+from s3rt.cli.common import add_backend_args, add_loop_args, add_model_args, add_verbose, effective_settings
 from s3rt.errors import ConfigError
 
 log = logging.getLogger("s3rt.run")
@@ -128,7 +128,7 @@ def _backend(args: argparse.Namespace) -> tuple[object, list[str]]:
 def _tracker_factory(args: argparse.Namespace, backend: object):
     from s3rt.runtime.tracker import Tracker
 
-    effective = loop_settings(args, backend)
+    effective = effective_settings(args, backend)
     log.info("inference settings: %s", effective.describe())
     if args.backend != "torch":      # graphs carry their memory layout; loop settings may still be overridden
         from s3rt.cli.common import long_term_settings

@@ -14,7 +14,6 @@ Every setting remembers which layer set it, so commands can say what they run wi
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import Any
 
 from s3rt.configs import InferenceConfig, ModelConfig
 from s3rt.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 LOOP_KEYS = ("mem_every", "max_mem_frames", "top_k", "stagger_updates")    # fields of InferenceConfig
 CAPACITY_KEYS = ("max_objects", "max_buckets")

@@ -12,7 +12,7 @@ import torch
 
 from s3rt.configs import get_config, list_configs
 from s3rt.errors import CheckpointError, ConfigError
-from s3rt.export.model import S3Model, build_model, load_weights
+from s3rt.export.model import S3Model, build_model
 from s3rt.export.model.object_transformer import foreground_from_logits
 from s3rt.export.model.read_from_pixel import MaskedCrossAttention
 from s3rt.export.model.weights import detect_config, expected_shapes

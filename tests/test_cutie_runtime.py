@@ -239,7 +239,7 @@ def test_serving_a_cutie_export_gives_the_masks_of_s3rt_run(cutie_export, tmp_pa
     assert set(np.unique(np.stack(masks["served"]))) <= {0, 1, 2}
 
 
-def test_run_with_weights_only_detects_the_cutie_config(tmp_path):
+def test_run_with_weights_only_detects_the_cutie_config_and_logs_its_settings(tmp_path, caplog):
     from s3rt.cli.main import main
     from s3rt.export.model import build_model
     frames, first, _ = make_clip(3)
@@ -250,8 +250,11 @@ def test_run_with_weights_only_detects_the_cutie_config(tmp_path):
     Image.fromarray(first.astype(np.uint8), mode="L").save(tmp_path / "first.png")
     weights = tmp_path / "tiny-cutie.pth"
     torch.save(build_model("tiny-cutie", seed=4).state_dict(), weights)
-    assert main(["run", "--weights", str(weights), "--frames", str(clip), "--mask", str(tmp_path / "first.png"),
-                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    with caplog.at_level("INFO", logger="s3rt.run"):
+        assert main(["run", "--weights", str(weights), "--frames", str(clip), "--mask", str(tmp_path / "first.png"),
+                     "--out", str(tmp_path / "out"), "--no-progress", "--top-k", "20"]) == 0
+    assert ("inference settings: mem_every=5, max_mem_frames=5, stagger_updates=5, size=480, max_internal_size=off "
+            "(tiny-cutie: Cutie evaluation defaults (eval_config.yaml d17-val)); top_k=20 (command line)") in caplog.text
     masks = [np.asarray(Image.open(tmp_path / "out" / f"{i:05d}.png")) for i in range(3)]
     assert all(m.shape == (H0, W0) for m in masks)
 

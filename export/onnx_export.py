@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from s3rt import __version__
-from s3rt.configs import InferenceConfig, ModelConfig, get_config
+from s3rt.configs import ModelConfig, get_config
 from s3rt.errors import ConfigError, InternalError
 from s3rt.export.model import S3Model, build_model
 from s3rt.export.model.s3 import run_graph
+from s3rt.inference_settings import resolve_inference_settings, weights_defaults
 from s3rt.runtime.manifest import file_sha256
 from s3rt.long_term_config import LongTermConfig
 from s3rt.runtime.contract import Geometry, GraphSpec, graph_names, graph_specs
@@ -157,7 +158,8 @@ def compare_onnx(path: Path, module: nn.Module, inputs: dict[str, Tensor], spec:
 
 def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int, width: int,
                  weights: str | Path | None = None, seed: int = 0, max_objects: int = 8,
-                 memory_frames: int = 5, max_buckets: int = 4, top_k: int = 30, mem_every: int = 5,
+                 memory_frames: int | None = None, max_buckets: int = 4, top_k: int | None = None,
+                 mem_every: int | None = None,
                  opset: int = 17, model: S3Model | None = None, check_parity: bool = True,
                  fused_attention_node: bool = False, long_term: LongTermConfig | None = None,
                  progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[ParityRow]]:
@@ -168,14 +170,24 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
     parity check is replaced by a structure check. Default: standard ONNX ops only.
     long_term: long-term memory settings; the readout graph then reads [long-term | slots] and
     returns usage, and lt_consolidate / lt_prune are exported too (LONG_TERM_MEMORY.md §9.3).
+    memory_frames / top_k / mem_every: None takes the model's defaults (config family, then what the
+    weights carry); the settings used and their sources are recorded in the manifest.
+    config "auto" (or None with weights) detects the config from the checkpoint.
     """
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise ConfigError(f"opset {opset} not supported: choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(17+ for LayerNormalization; TensorRT's parser is checked up to 20)")
+    if config in (None, "auto"):
+        from s3rt.export.model.weights import detect_config
+        config = detect_config(weights)
     cfg = get_config(config) if isinstance(config, str) else config
-    settings = InferenceConfig(mem_every=mem_every, max_mem_frames=memory_frames, top_k=top_k,
-                               max_objects=max_objects, max_buckets=max_buckets, long_term=long_term)
-    frame_geo = FrameGeometry.for_frame((height, width), None)
+    effective = resolve_inference_settings(
+        cfg, carried=[weights_defaults(weights)],
+        overrides={"mem_every": mem_every, "max_mem_frames": memory_frames, "top_k": top_k,
+                   "max_objects": max_objects, "max_buckets": max_buckets, "long_term": long_term})
+    settings = effective.loop
+    mem_every, memory_frames, top_k = settings.mem_every, settings.max_mem_frames, settings.top_k
+    frame_geo = FrameGeometry.for_frame((height, width), None, pad_multiple=cfg.pad_multiple)
     geo = Geometry(height=frame_geo.padded_hw[0], width=frame_geo.padded_hw[1], slots=settings.memory_slots)
     if geo.tokens * geo.slots < top_k:
         raise ConfigError(f"memory capacity {geo.slots} slots x {geo.tokens} tokens < top_k {top_k}")
@@ -187,6 +199,7 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
     if model is None:
         say(f"building {cfg.name} ({'weights ' + str(weights) if weights else 'seeded random weights'})")
         model = build_model(cfg, weights=weights, seed=seed)
+    say(f"inference defaults recorded in the manifest: {effective.describe()}")
     model = model.eval()
     specs = graph_specs(cfg, geo, settings)
     dims = dict(TRACE_DIMS)
@@ -201,6 +214,10 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
         with torch.no_grad():
             pos_embed = model.pixel_encoder.interpolated_pos_embed(geo.h, geo.w).detach().clone()
 
+    if fused_attention_node and not cfg.uses_fused_gather:
+        raise ConfigError(f"--fused-attention-plugin is S3-only: the s3rt::MaskedQueryGather plugin implements DQ_CA, "
+                          f"and {cfg.name} reads pixels with a standard masked attention (plain ONNX ops, no plugin "
+                          "needed); export without the flag")
     if fused_attention_node:
         from s3rt.kernels.masked_query_attention.torch_op import register_onnx_symbolic
         register_onnx_symbolic(opset)
@@ -231,6 +248,7 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
                         opset=opset, checkpoint_sha256=file_sha256(weights) if weights else None,
                         graphs=specs, files=files, s3rt_version=__version__,
                         extra={"weights": "checkpoint" if weights else f"random(seed={seed})",
+                               "inference_defaults": effective.to_dict(),
                                "custom_ops": ["s3rt::MaskedQueryGather"] if fused_attention_node else []})
     manifest.save()
     say(f"wrote {len(files)} graphs and manifest.json to {out}")

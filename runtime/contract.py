@@ -75,7 +75,7 @@ class GraphSpec:
 class Geometry:
     """Static sizes of one export: padded resolution and memory capacity."""
 
-    height: int        # padded H (multiple of 32)
+    height: int        # padded H (multiple of the config's pad_multiple: 32 S3, 16 Cutie)
     width: int         # padded W
     slots: int         # S
 

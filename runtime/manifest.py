@@ -47,6 +47,12 @@ class Manifest:
     def path(self, graph: str) -> Path:
         return self.root / self.files[graph]
 
+    @property
+    def inference_defaults(self) -> dict | None:
+        """Loop/frame defaults `s3rt export` recorded with their sources (s3rt.inference_settings);
+        None for exports made before they were recorded."""
+        return self.extra.get("inference_defaults")
+
     def to_json(self) -> dict:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "s3rt_version": self.s3rt_version,

@@ -1,6 +1,12 @@
-"""Frame and mask preparation in numpy (spec 3): resize, pad to 32, aggregate, crop back.
+"""Frame and mask preparation in numpy (spec 3): resize, pad, aggregate, crop back.
 
-Shapes: frames (H0, W0, 3) uint8 RGB in, (1, 3, H, W) float32 in [0, 1] out; H, W multiples of 32.
+Shapes: frames (H0, W0, 3) uint8 RGB in, (1, 3, H, W) float32 in [0, 1] out; H, W multiples of the
+model's pad divisor (ModelConfig.pad_multiple: 32 for S3, 16 for Cutie, CUTIE_DELTA 6.1).
+
+Two ways to shrink a frame: the reader's (shorter side to `max_short_side`, rounded, bilinear with
+antialias; the reference evaluation reader) and Cutie's internal resize (CUTIE_DELTA 6.3,
+`max_internal_size`: sizes truncated, bilinear without antialias). Outputs are always brought back
+to the frame's own size.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from PIL import Image
 
 from s3rt.errors import InputError, ShapeError
 
-PAD_MULTIPLE = 32
+PAD_MULTIPLE = 32     # S3's pad divisor; a config's pad_multiple overrides it
 
 
 @dataclass(frozen=True)
@@ -24,15 +30,24 @@ class FrameGeometry:
     work_hw: tuple[int, int]
     padded_hw: tuple[int, int]
     pad: tuple[int, int, int, int]      # top, bottom, left, right
+    antialias: bool = True              # shrink like the reader (True) or like Cutie's internal resize
 
     @classmethod
     def for_frame(cls, orig_hw: tuple[int, int], max_short_side: int | None,
-                  work_hw: tuple[int, int] | None = None) -> "FrameGeometry":
+                  work_hw: tuple[int, int] | None = None, *, pad_multiple: int = PAD_MULTIPLE,
+                  max_internal_size: int | None = None) -> "FrameGeometry":
+        """max_internal_size (> 0) applies Cutie's internal resize rule instead of the reader's shrink."""
         h0, w0 = orig_hw
-        work = tuple(work_hw) if work_hw is not None else working_size(h0, w0, max_short_side)
-        (top, bottom), (left, right) = (_centred_pad(work[0]), _centred_pad(work[1]))
+        internal = bool(max_internal_size and max_internal_size > 0)
+        if work_hw is not None:
+            work = tuple(work_hw)
+        elif internal:
+            work = internal_size(h0, w0, max_internal_size)
+        else:
+            work = working_size(h0, w0, max_short_side)
+        (top, bottom), (left, right) = (_centred_pad(work[0], pad_multiple), _centred_pad(work[1], pad_multiple))
         return cls(orig_hw=(h0, w0), work_hw=work, padded_hw=(work[0] + top + bottom, work[1] + left + right),
-                   pad=(top, bottom, left, right))
+                   pad=(top, bottom, left, right), antialias=not internal)
 
     @property
     def resized(self) -> bool:
@@ -48,9 +63,34 @@ def working_size(h: int, w: int, max_short_side: int | None) -> tuple[int, int]:
     return int(round(h * max_short_side / w)), max_short_side
 
 
-def _centred_pad(x: int) -> tuple[int, int]:
-    extra = math.ceil(x / PAD_MULTIPLE) * PAD_MULTIPLE - x
+def internal_size(h: int, w: int, max_internal_size: int) -> tuple[int, int]:
+    """Cutie's internal resize (CUTIE_DELTA 6.3): shorter side m > S -> (int(h / m * S), int(w / m * S))."""
+    m = min(h, w)
+    if m <= max_internal_size:
+        return h, w
+    return int(h / m * max_internal_size), int(w / m * max_internal_size)
+
+
+def _centred_pad(x: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    extra = math.ceil(x / multiple) * multiple - x
     return extra // 2, extra - extra // 2
+
+
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows i0, i1 and weight of i1 for a half-pixel bilinear resize (align_corners=False)."""
+    scale = np.float32(n_in / n_out)                  # float32 source coordinates, as torch computes them
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resize_bilinear(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (C, H, W) without antialias, as torch's interpolate(mode='bilinear',
+    align_corners=False, antialias=False): Cutie's internal resize of frames."""
+    (y0, y1, fy), (x0, x1, fx) = _bilinear_taps(img.shape[1], size_hw[0]), _bilinear_taps(img.shape[2], size_hw[1])
+    rows = img[:, y0] * (1 - fy)[None, :, None] + img[:, y1] * fy[None, :, None]      # (C, h, W)
+    return (rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx).astype(np.float32)       # (C, h, w)
 
 
 def check_frame(frame: np.ndarray, *, name: str = "frame") -> np.ndarray:
@@ -86,7 +126,7 @@ def prepare_image(frame: np.ndarray, geo: FrameGeometry, out: np.ndarray | None 
     if frame.dtype == np.uint8:
         chw /= 255.0
     if geo.resized:
-        chw = resize_float(chw, geo.work_hw)
+        chw = resize_float(chw, geo.work_hw) if geo.antialias else resize_bilinear(chw, geo.work_hw)
     top, bottom, left, right = geo.pad
     if out is None:
         out = np.zeros((1, 3, *geo.padded_hw), np.float32)

@@ -56,7 +56,7 @@ class Tracker:
     """
 
     def __init__(self, backend: Backend, settings: InferenceConfig | None = None, *,
-                 max_short_side: int | None = 480) -> None:
+                 max_short_side: int | None = 480, max_internal_size: int | None = None) -> None:
         self.backend = backend.open()
         cap = backend.capacity
         if cap is not None and settings is not None:
@@ -67,12 +67,19 @@ class Tracker:
             if settings.long_term != cap.long_term:
                 raise CapacityError(f"long-term settings {settings.long_term} differ from the export's "
                                     f"({cap.long_term}); re-export with the same --long-term/--lt-* options")
-        self.settings = settings or cap or InferenceConfig()
+        if settings is None:      # the model's own defaults (family, weights, export manifest)
+            from s3rt.inference_settings import resolve_inference_settings
+            carried = getattr(backend, "carried_defaults", list)()
+            effective = resolve_inference_settings(backend.model_config, carried=carried, capacity=cap)
+            settings = effective.loop
+            log.info("inference settings: %s", effective.describe())
+        self.settings = settings
         self.slots = cap.memory_slots if cap is not None else self.settings.memory_slots
         self.top_k = backend.top_k or self.settings.top_k
         if hasattr(backend, "set_top_k"):
             backend.set_top_k(self.top_k)
         self.max_short_side = max_short_side
+        self.max_internal_size = max_internal_size     # Cutie's internal resize (CUTIE_DELTA 6.3), None: off
         self.cfg = backend.model_config
         stagger = np.round(np.linspace(1, self.settings.mem_every, self.settings.stagger_updates)).astype(int)
         self._stagger = set(int(x) for x in stagger)
@@ -202,7 +209,9 @@ class Tracker:
             return
         if not isinstance(frame, np.ndarray) or frame.ndim < 2:
             raise ShapeError(f"frame: expected an RGB array (H, W, 3), got {getattr(frame, 'shape', type(frame))}")
-        geo = FrameGeometry.for_frame(frame.shape[:2], self.max_short_side)
+        pad = self.cfg.pad_multiple
+        geo = FrameGeometry.for_frame(frame.shape[:2], self.max_short_side, pad_multiple=pad,
+                                      max_internal_size=self.max_internal_size)
         fixed = self.backend.fixed_size
         if fixed is not None and geo.work_hw != tuple(fixed):
             # graphs built for one size: frames of the same aspect ratio are resized to it
@@ -211,7 +220,7 @@ class Tracker:
                 raise ShapeError(f"the graphs were exported for {fixed[0]}x{fixed[1]} frames but this stream's "
                                  f"frames are {h0}x{w0} (another aspect ratio); re-export with "
                                  f"--height {geo.work_hw[0]} --width {geo.work_hw[1]}")
-            geo = FrameGeometry.for_frame(frame.shape[:2], None, work_hw=tuple(fixed))
+            geo = FrameGeometry.for_frame(frame.shape[:2], None, work_hw=tuple(fixed), pad_multiple=pad)
         self.geometry = geo
         H, W = geo.padded_hw
         self.graph_geo = Geometry(height=H, width=W, slots=self.slots)

@@ -1,7 +1,12 @@
 """Model variants as frozen dataclasses (torch-free: the runtime reads them too).
 
 Symbols used across s3rt (DESIGN.md): N objects, Q object queries, C channels, H x W padded
-input (multiples of 32), h x w = H/16 x W/16, P = h*w tokens, S memory slots (one frame each).
+input (multiples of the config's pad_multiple: 32 for S3, 16 for Cutie), h x w = H/16 x W/16,
+P = h*w tokens, S memory slots (one frame each).
+
+Two model families share one module tree: S3 (the spec) and Cutie (CUTIE_DELTA.md), which differ
+in the read-from-pixel layer of the object transformer, the pad divisor and the evaluation
+defaults; all three are fields of ModelConfig, so no code branches on the family name.
 """
 
 from __future__ import annotations
@@ -33,12 +38,17 @@ class ViTAdapterConfig:
 
 @dataclass(frozen=True)
 class ResNet50Config:
-    """torchvision-style bottleneck ResNet truncated after layer3 (spec section 5)."""
+    """torchvision-style ResNet truncated after layer3: bottleneck ResNet-50 (spec section 5) or,
+    with block="basic" and expansion 1, the ResNet-18 of cutie-small (CUTIE_DELTA section 4)."""
 
     stem: int = 64
-    widths: tuple[int, int, int] = (64, 128, 256)     # bottleneck widths of res2/layer2/layer3
+    widths: tuple[int, int, int] = (64, 128, 256)     # block widths of res2/layer2/layer3
     blocks: tuple[int, int, int] = (3, 4, 6)
     expansion: int = 4
+    block: Literal["bottleneck", "basic"] = "bottleneck"
+
+
+ResNetConfig = ResNet50Config     # the name says what it is for the ResNet-18 variant too
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class ModelConfig:
     """One S3 variant. Field names follow the spec; see ``build_model`` in s3rt.export."""
 
     name: str
-    encoder: Literal["vit_adapter", "resnet50"]
+    encoder: Literal["vit_adapter", "resnet50", "resnet18"]
     ms_dims: tuple[int, int, int]                 # channels of f16, f8, f4
     num_queries: int                              # Q (object summaries = queries)
     num_blocks: int                               # L object-transformer blocks
@@ -66,6 +76,11 @@ class ModelConfig:
     pe_temperature: float = 128.0
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Cutie vs S3 (CUTIE_DELTA.md): the object transformer's read-from-pixel block, the pad divisor
+    # of frames (delta 6.1) and whose evaluation defaults the model runs with (delta 6.2)
+    read_from_pixel: Literal["dq_ca", "masked_mha"] = "dq_ca"
+    pad_multiple: int = 32
+    family: Literal["s3", "cutie"] = "s3"
 
     def __post_init__(self) -> None:
         if self.num_queries % 2:
@@ -76,6 +91,16 @@ class ModelConfig:
             raise ConfigError(f"{self.name}: up_dims[0] must equal pixel_dim")
         if (self.encoder == "vit_adapter") != (self.vit is not None):
             raise ConfigError(f"{self.name}: vit settings required iff encoder is vit_adapter")
+        if self.encoder.startswith("resnet") and self.resnet is None:
+            raise ConfigError(f"{self.name}: resnet settings required for encoder {self.encoder}")
+        if self.pad_multiple % 16:
+            raise ConfigError(f"{self.name}: pad_multiple must be a multiple of 16 (the stride of f16), "
+                              f"got {self.pad_multiple}")
+
+    @property
+    def uses_fused_gather(self) -> bool:
+        """Whether DQ_CA's fused gather kernel/plugin applies (S3's read-from-pixel layer only)."""
+        return self.read_from_pixel == "dq_ca"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +151,23 @@ TINY = ModelConfig(
     pixel_dim=32, key_dim=16, value_dim=32, sensory_dim=32, embed_dim=32, num_heads=4, ffn_dim=64,
     up_dims=(32, 16, 16), mask_encoder_dims=(8, 16, 32), mask_encoder_blocks=(1, 1, 1),
 )
+# Cutie (CUTIE_DELTA.md section 1): cutie-base is s3-r50 with the masked multi-head cross-attention,
+# cutie-small swaps the pixel encoder for a ResNet-18 (ms_dims 256/128/64)
+_CUTIE = dict(read_from_pixel="masked_mha", pad_multiple=16, family="cutie")
+CUTIE_BASE = ModelConfig(
+    name="cutie-base", encoder="resnet50", ms_dims=(1024, 512, 256), num_queries=16, num_blocks=3,
+    resnet=ResNet50Config(), **_CUTIE,
+)
+CUTIE_SMALL = ModelConfig(
+    name="cutie-small", encoder="resnet18", ms_dims=(256, 128, 64), num_queries=16, num_blocks=3,
+    resnet=ResNet50Config(widths=(64, 128, 256), blocks=(2, 2, 2), expansion=1, block="basic"), **_CUTIE,
+)
+TINY_CUTIE = ModelConfig(
+    name="tiny-cutie", encoder="resnet18", ms_dims=(32, 16, 8), num_queries=4, num_blocks=2,
+    resnet=ResNet50Config(stem=8, widths=(8, 16, 32), blocks=(1, 1, 1), expansion=1, block="basic"),
+    pixel_dim=32, key_dim=16, value_dim=32, sensory_dim=32, embed_dim=32, num_heads=4, ffn_dim=64,
+    up_dims=(32, 16, 16), mask_encoder_dims=(8, 16, 32), mask_encoder_blocks=(1, 1, 1), **_CUTIE,
+)
 TINY_R50 = ModelConfig(
     name="tiny-r50", encoder="resnet50", ms_dims=(64, 32, 16), num_queries=4, num_blocks=2,
     resnet=ResNet50Config(stem=8, widths=(4, 8, 16), blocks=(1, 1, 1)),
@@ -133,12 +175,16 @@ TINY_R50 = ModelConfig(
     up_dims=(32, 16, 16), mask_encoder_dims=(8, 16, 32), mask_encoder_blocks=(1, 1, 1),
 )
 
-CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (S3_BASE, S3_R50, TINY, TINY_R50)}
+CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (S3_BASE, S3_R50, TINY, TINY_R50,
+                                                       CUTIE_SMALL, CUTIE_BASE, TINY_CUTIE)}
+AUTO = "auto"      # --config auto: detect the config from a checkpoint's keys and shapes
 # Names of the reference repository's configs, accepted as aliases.
 ALIASES = {"adapter_depthanybase": "s3-base", "base": "s3-r50"}
 
 
 def get_config(name: str) -> ModelConfig:
+    if name == AUTO:
+        raise ConfigError("--config auto needs --weights: the config is detected from the checkpoint's keys")
     key = ALIASES.get(name, name)
     if key not in CONFIGS:
         raise ConfigError(f"unknown model config '{name}'; choose one of {', '.join(CONFIGS)}")

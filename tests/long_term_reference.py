@@ -201,11 +201,15 @@ class Reference:
     @torch.no_grad()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None, *, end: bool = False) -> np.ndarray:
         m = self.model
-        geo = FrameGeometry.for_frame(frame.shape[:2], None)
+        geo = FrameGeometry.for_frame(frame.shape[:2], None, pad_multiple=m.cfg.pad_multiple)
         stagger = set(np.round(np.linspace(1, self.mem_every, self.stagger)).astype(int).tolist())
         image = torch.from_numpy(prepare_image(frame, geo))
         enc = m.encoder(image)
-        f8, f4, pix, key, shrink, sel = m.spatial_semantic(image, *enc)
+        if m.cfg.encoder == "vit_adapter":
+            f8, f4, pix, key, shrink, sel = m.spatial_semantic(image, *enc)
+        else:                                    # ResNet encoders give f16, f8, f4 directly
+            f8, f4 = enc[1:]
+            pix, key, shrink, sel = m.spatial_semantic(enc[0])
         t = self.t
         given_ids = [] if mask is None else [int(i) for i in np.unique(mask) if i]
         n_old = len(self.ids)

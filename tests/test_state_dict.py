@@ -15,8 +15,12 @@ MANIFESTS = {"s3-base": "state_dict_adapter_depthanybase.json", "s3-r50": "state
 
 
 def manifest_state_dict(spec_dir, config: str) -> dict[str, torch.Tensor]:
-    entries = json.loads((spec_dir / MANIFESTS[config]).read_text())["entries"]
-    g = torch.Generator().manual_seed(1)
+    return manifest_state_dict_from(json.loads((spec_dir / MANIFESTS[config]).read_text())["entries"])
+
+
+def manifest_state_dict_from(entries: list[dict], seed: int = 1) -> dict[str, torch.Tensor]:
+    """Seeded weights for every manifest entry (name, shape, dtype), in the manifest's order."""
+    g = torch.Generator().manual_seed(seed)
     out = {}
     for e in entries:
         dtype = getattr(torch, e["dtype"])

@@ -31,8 +31,8 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """query (B', Lq, C), key/value (B', Lk, C) -> (B', Lq, C)."""
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, blocked: Tensor | None = None) -> Tensor:
+        """query (B', Lq, C), key/value (B', Lk, C), blocked (B', 1|heads, Lq, Lk) or None -> (B', Lq, C)."""
         b, lq, c = query.shape
         lk = key.shape[1]
         hd = c // self.num_heads
@@ -41,7 +41,10 @@ class MultiheadAttention(nn.Module):
         q = F.linear(query, wq, bq).view(b, lq, self.num_heads, hd).transpose(1, 2)   # (B', heads, Lq, hd)
         k = F.linear(key, wk, bk).view(b, lk, self.num_heads, hd).transpose(1, 2)     # (B', heads, Lk, hd)
         v = F.linear(value, wv, bv).view(b, lk, self.num_heads, hd).transpose(1, 2)
-        attn = torch.softmax((q / math.sqrt(hd)) @ k.transpose(-1, -2), dim=-1)        # (B', heads, Lq, Lk)
+        scores = (q / math.sqrt(hd)) @ k.transpose(-1, -2)                              # (B', heads, Lq, Lk)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked, float("-inf"))
+        attn = torch.softmax(scores, dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(b, lq, c)                              # (B', Lq, C)
         return self.out_proj(out)
 
@@ -152,9 +155,10 @@ class PixelFFN(nn.Module):
 
 
 class QueryTransformerBlock(nn.Module):
-    def __init__(self, *, dim: int, num_heads: int, ffn_dim: int) -> None:
+    def __init__(self, *, dim: int, num_heads: int, ffn_dim: int, read_from_pixel: str = "dq_ca") -> None:
         super().__init__()
-        self.read_from_pixel = DiscriminativeQueryCrossAttention(dim=dim, num_heads=num_heads)
+        from s3rt.export.model.read_from_pixel import read_from_pixel_layer
+        self.read_from_pixel = read_from_pixel_layer(read_from_pixel, dim=dim, num_heads=num_heads)
         self.self_attn = QuerySelfAttention(dim=dim, num_heads=num_heads)
         self.ffn = QueryFFN(dim=dim, hidden=ffn_dim)
         self.read_from_query = PixelReadsQueries(dim=dim, num_heads=num_heads)
@@ -185,7 +189,8 @@ class ObjectTransformer(nn.Module):
         self.pixel_init_proj = GConv2d(c, c, kernel_size=1)
         self.pixel_emb_proj = GConv2d(c, c, kernel_size=1)
         self.spatial_pe = InvFreqBuffer(c, cfg.pe_temperature)
-        self.blocks = nn.ModuleList(QueryTransformerBlock(dim=c, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim)
+        self.blocks = nn.ModuleList(QueryTransformerBlock(dim=c, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim,
+                                                          read_from_pixel=cfg.read_from_pixel)
                                     for _ in range(cfg.num_blocks))
         self.mask_pred = nn.ModuleList(nn.Sequential(nn.ReLU(), GConv2d(c, 1, kernel_size=1))
                                        for _ in range(cfg.num_blocks + 1))

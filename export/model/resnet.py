@@ -1,5 +1,6 @@
-"""torchvision-layout ResNet pieces: the ResNet-50 pixel encoder (spec 5) and the ResNet-18
-layers of the mask encoder (spec 7.1). Names match the reference state dict."""
+"""torchvision-layout ResNet pieces: the ResNet-50 pixel encoder (spec 5), the ResNet-18 pixel
+encoder of cutie-small (CUTIE_DELTA 4) and the ResNet-18 layers of the mask encoder (spec 7.1).
+Names match the reference state dicts."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def bottleneck_layer(*, in_dim: int, width: int, expansion: int, blocks: int, st
 
 
 class ResNet50Encoder(nn.Module):
-    """ResNet-50 stem..layer3 returning (f16, f8, f4) of a normalised image (spec 5)."""
+    """ResNet stem..layer3 returning (f16, f8, f4) of a normalised image: bottleneck blocks
+    (ResNet-50, spec 5) or basic blocks (ResNet-18, CUTIE_DELTA 4), per cfg.block."""
 
     def __init__(self, cfg: ResNet50Config) -> None:
         super().__init__()
@@ -77,11 +79,14 @@ class ResNet50Encoder(nn.Module):
         self.bn1 = nn.BatchNorm2d(cfg.stem)
         self.relu = nn.ReLU(inplace=False)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.res2 = bottleneck_layer(in_dim=cfg.stem, width=cfg.widths[0], expansion=e, blocks=cfg.blocks[0], stride=1)
-        self.layer2 = bottleneck_layer(in_dim=cfg.widths[0] * e, width=cfg.widths[1], expansion=e,
-                                       blocks=cfg.blocks[1], stride=2)
-        self.layer3 = bottleneck_layer(in_dim=cfg.widths[1] * e, width=cfg.widths[2], expansion=e,
-                                       blocks=cfg.blocks[2], stride=2)
+        in_dims = (cfg.stem, cfg.widths[0] * e, cfg.widths[1] * e)
+        stages = []
+        for in_dim, width, blocks, stride in zip(in_dims, cfg.widths, cfg.blocks, (1, 2, 2)):
+            if cfg.block == "basic":
+                stages.append(basic_layer(in_dim=in_dim, out_dim=width, blocks=blocks, stride=stride))
+            else:
+                stages.append(bottleneck_layer(in_dim=in_dim, width=width, expansion=e, blocks=blocks, stride=stride))
+        self.res2, self.layer2, self.layer3 = stages
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x: (B, 3, H, W) normalised -> f16 (B, 4*w2, H/16, W/16), f8, f4."""

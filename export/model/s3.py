@@ -1,6 +1,6 @@
 """The S3 model: weights only, one method per deployment subgraph (spec 2-10, DESIGN.md).
 
-Symbols: B = 1, N objects, Q queries, H x W padded input (multiples of 32), h x w = H/16 x W/16,
+Symbols: B = 1, N objects, Q queries, H x W padded input (multiples of cfg.pad_multiple), h x w = H/16 x W/16,
 P = h*w, S memory slots, NB active buckets. The per-video state lives in the runtime's
 tracker, never here: every method is a pure function of its inputs.
 """
@@ -214,7 +214,13 @@ class S3Model(nn.Module):
     # -- helpers -------------------------------------------------------------------------------
     def use_fused_query_gather(self, enabled: bool = True) -> None:
         """Route DQ_CA's gather through the s3rt::masked_query_gather custom op (fused CUDA kernel
-        on CUDA tensors, reference elsewhere; exported as one custom ONNX node for the plugin)."""
+        on CUDA tensors, reference elsewhere; exported as one custom ONNX node for the plugin).
+
+        S3 only: Cutie's read-from-pixel layer is a standard masked attention with no gather."""
+        if enabled and not self.cfg.uses_fused_gather:
+            from s3rt.errors import ConfigError
+            raise ConfigError(f"the fused DQ_CA kernel/plugin is for S3 configs only; {self.cfg.name} reads pixels "
+                              "with a standard masked multi-head attention (exported as plain ONNX ops)")
         from s3rt.export.model.object_transformer import masked_query_gather
         fn = masked_query_gather
         if enabled:

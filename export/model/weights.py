@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from s3rt.configs import get_config, list_configs
 from s3rt.errors import CheckpointError
 
 
@@ -79,13 +81,67 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], *, source: s
     config = getattr(getattr(model, "cfg", None), "name", "?")
     raise CheckpointError(f"{source} does not fit model config '{config}' (nothing was loaded):\n"
                           + "\n".join(parts)
-                          + "\n  hint: pick the matching --config (s3-base = adapter_depthanybase, s3-r50 = base)")
+                          + "\n  hint: pick the matching --config (s3-base = adapter_depthanybase, s3-r50 = base, "
+                            "cutie-base / cutie-small = Cutie's base / small), or --config auto to detect it")
+
+
+def _state_and_source(checkpoint: str | Path | Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+    if isinstance(checkpoint, (str, Path)):
+        return read_checkpoint(checkpoint), str(checkpoint)
+    return extract_state_dict(checkpoint), "state dict"
+
+
+def refuse_single_object(state: Mapping[str, Tensor], *, source: str) -> None:
+    """A single-object Cutie/S3 checkpoint (4-channel mask encoder input, sensory_compress taking
+    sensory + 1 channels) is refused: Cutie's loader widens it with a random 5th channel, which
+    changes the network; s3rt loads only what a multi-object model was trained with."""
+    conv1 = state.get("mask_encoder.conv1.weight")
+    compress = state.get("pixel_fuser.sensory_compress.weight")
+    if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 4:
+        width = f", sensory_compress takes {compress.shape[1]} channels" if compress is not None else ""
+        raise CheckpointError(f"{source} is a single-object checkpoint (mask_encoder.conv1 takes 4 input channels"
+                              f"{width}); s3rt runs multi-object models only (5 channels: image, mask, other "
+                              "objects). Cutie would widen it with random values; use a multi-object checkpoint")
+
+
+@lru_cache(maxsize=None)
+def expected_shapes(config: str) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of a config and its shape (built on the meta device: no memory)."""
+    from s3rt.export.model.s3 import S3Model
+    with torch.device("meta"):
+        model = S3Model(get_config(config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def detect_config(checkpoint: str | Path | Mapping[str, Tensor] | None) -> str:
+    """--config auto: the config whose keys and shapes equal the checkpoint's, or a CheckpointError
+    naming the closest config and its first missing / unexpected / mismatched keys."""
+    if checkpoint is None:
+        raise CheckpointError("--config auto needs --weights: the config is detected from the checkpoint")
+    state, source = _state_and_source(checkpoint)
+    refuse_single_object(state, source=source)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    scored = []
+    for name in list_configs():
+        want = expected_shapes(name)
+        missing = [k for k in want if k not in shapes]
+        unexpected = [k for k in shapes if k not in want]
+        mismatched = [f"{k} {shapes[k]} (expected {want[k]})" for k in want if k in shapes and shapes[k] != want[k]]
+        if not (missing or unexpected or mismatched):
+            log.info("detected config %s from %s", name, source)
+            return name
+        scored.append((len(missing) + len(unexpected) + len(mismatched), name, missing, unexpected, mismatched))
+    _, name, missing, unexpected, mismatched = min(scored)
+    first = "; ".join(f"{title} ({len(items)}): {', '.join(items[:3])}" for title, items in
+                      (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)) if items)
+    raise CheckpointError(f"{source}: unknown checkpoint layout (fits none of {', '.join(list_configs())}); "
+                          f"closest is '{name}': {first}. Pass --config NAME to see the full comparison")
 
 
 def load_weights(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor]) -> None:
     """Strictly load a checkpoint file or state dict into `model`."""
-    source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "state dict"
-    state = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else extract_state_dict(checkpoint)
+    state, source = _state_and_source(checkpoint)
+    refuse_single_object(state, source=source)
     check_state_dict(model, state, source=source)
     model.load_state_dict(state, strict=True)
 

@@ -78,6 +78,11 @@ class Backend(ABC):
         """Memory/object capacity the graphs were exported with (None: chosen by the tracker)."""
         return None
 
+    def carried_defaults(self) -> list:
+        """Inference settings the model carries, lowest precedence first (s3rt.inference_settings):
+        a weights sidecar or an export manifest's recorded defaults; [] when none."""
+        return []
+
     @property
     def top_k(self) -> int | None:
         """top-k baked into the readout graph (None: the tracker's setting is used)."""
@@ -144,6 +149,10 @@ class ExportedGraphsBackend(Backend):
     @property
     def capacity(self) -> InferenceConfig:
         return self.manifest.settings
+
+    def carried_defaults(self) -> list:
+        from s3rt.inference_settings import manifest_defaults
+        return [manifest_defaults(self.manifest.inference_defaults, self.manifest.settings)]
 
     @property
     def top_k(self) -> int:

@@ -82,8 +82,11 @@ class TorchOptions:
         if config is None and r.model_dir is not None:        # the model an export was made from
             from s3rt.runtime.manifest import load_manifest
             config = load_manifest(r.model_dir).model.name
+        if config is None and r.weights is not None:          # detected from the checkpoint's keys and shapes
+            config = "auto"
         if config is None:
-            raise ConfigError("the torch backend needs a model: --config NAME (and optionally --weights W)")
+            raise ConfigError("the torch backend needs a model: --config NAME [--weights W], or --weights W alone "
+                              "(the config is then detected from the checkpoint)")
         return cls(config, weights=r.weights, device=r.device, seed=r.seed, precision=r.precision or "fp32")
 
 

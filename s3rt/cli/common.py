@@ -18,8 +18,9 @@ log = logging.getLogger("s3rt.cli")
 
 def add_model_args(p: argparse.ArgumentParser, *, graphs: bool = True) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--config", choices=list_configs(), help="model variant for the torch backend / export "
-                   "(s3-base = ViT-B adapter, s3-r50 = ResNet-50, tiny = small test config)")
+    g.add_argument("--config", choices=[*list_configs(), "auto"], help="model variant for the torch backend / export "
+                   "(s3-base = ViT-B adapter, s3-r50 = ResNet-50, cutie-small / cutie-base = Cutie, tiny* = small "
+                   "test configs); 'auto', the default with --weights, detects it from the checkpoint")
     g.add_argument("--weights", metavar="W", help="checkpoint (.pth) in the reference layout; without it, seeded "
                    "random weights are used and the masks are meaningless")
     g.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
@@ -46,16 +47,22 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: str = "torch") -> N
 
 def add_loop_args(p: argparse.ArgumentParser) -> None:
     d = InferenceConfig()
-    g = p.add_argument_group("streaming settings (defaults = the DAVIS reference run)")
-    g.add_argument("--mem-every", type=int, default=d.mem_every, help=f"memory frame every N frames ({d.mem_every})")
-    g.add_argument("--max-mem-frames", type=int, default=d.max_mem_frames,
+    g = p.add_argument_group("streaming settings (default: the model's own; s3rt.inference_settings)",
+                             "Unset options take the model's defaults: the export manifest's, what the weights carry "
+                             "(<stem>.inference.json), else the family's evaluation defaults (the DAVIS reference "
+                             "run: the numbers below). The run logs each value and where it came from")
+    g.add_argument("--mem-every", type=int, help=f"memory frame every N frames ({d.mem_every})")
+    g.add_argument("--max-mem-frames", type=int,
                    help=f"memory frames per object group incl. the permanent first frame ({d.max_mem_frames})")
-    g.add_argument("--top-k", type=int, default=d.top_k, help=f"memory readout top-k ({d.top_k})")
-    g.add_argument("--max-objects", type=int, default=d.max_objects, help=f"object capacity ({d.max_objects})")
-    g.add_argument("--max-buckets", type=int, default=d.max_buckets,
-                   help=f"distinct frames on which objects may first appear ({d.max_buckets})")
-    g.add_argument("--size", type=int, default=480, help="shrink frames so the shorter side is at most this "
-                   "(reference: 480); 0 keeps the native size. Outputs are always at the frame's own size")
+    g.add_argument("--top-k", type=int, help=f"memory readout top-k ({d.top_k})")
+    g.add_argument("--max-objects", type=int, help=f"object capacity ({d.max_objects})")
+    g.add_argument("--max-buckets", type=int, help=f"distinct frames on which objects may first appear ({d.max_buckets})")
+    g.add_argument("--size", type=int, help="shrink frames so the shorter side is at most this, antialiased "
+                   "(reference reader: 480); 0 keeps the native size. Outputs are always at the frame's own size")
+    g.add_argument("--max-internal-size", type=int, metavar="S",
+                   help="Cutie's internal resize instead of --size: a frame whose shorter side m exceeds S is "
+                        "resized to (int(H/m*S), int(W/m*S)), bilinear without antialias, and the masks are "
+                        "resized back (Cutie's GUI/video default 480; evaluation: off = -1). Torch backend")
     add_long_term_args(p)
 
 
@@ -100,9 +107,20 @@ def long_term_settings(args: argparse.Namespace):  # noqa: ANN201 - LongTermConf
 
 
 def loop_settings(args: argparse.Namespace) -> InferenceConfig:
-    return InferenceConfig(mem_every=args.mem_every, max_mem_frames=args.max_mem_frames, top_k=args.top_k,
-                           max_objects=args.max_objects, max_buckets=args.max_buckets,
-                           long_term=long_term_settings(args))
+    """The loop settings the options ask for, on S3's defaults (no model known)."""
+    return effective_settings(args, None).loop
+
+
+def effective_settings(args: argparse.Namespace, backend):  # noqa: ANN001, ANN201 - Backend -> EffectiveSettings
+    """The settings a command runs with: the model's defaults (backend), overridden by the options given."""
+    from s3rt.inference_settings import resolve_inference_settings
+    overrides = {k: getattr(args, k, None) for k in ("mem_every", "max_mem_frames", "top_k", "max_objects",
+                                                     "max_buckets", "size", "max_internal_size")}
+    overrides["long_term"] = long_term_settings(args)
+    if backend is None:
+        return resolve_inference_settings(None, overrides=overrides)
+    return resolve_inference_settings(backend.model_config, carried=backend.carried_defaults(),
+                                      capacity=backend.capacity, overrides=overrides)
 
 
 def add_plugin_lib(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -137,8 +155,13 @@ def backend_from_args(args: argparse.Namespace) -> "tuple[Backend, list[str]]":
 
 
 def tracker_factory_from_args(args: argparse.Namespace, backend: "Backend") -> "Callable[[], Tracker]":
-    """New trackers on `backend` with the loop settings the flags ask for, as far as the backend
-    takes them (exported graphs run their export's settings: Backend.tracker_settings)."""
+    """New trackers on `backend` with the model's inference defaults (family < weights < export
+    manifest) overridden by the flags given; logs each setting with where it came from. Exported
+    graphs refuse long-term settings other than their export's (Backend.tracker_settings)."""
     from s3rt.runtime.tracker import Tracker
-    settings = backend.tracker_settings(loop_settings(args))
-    return lambda: Tracker(backend, settings, max_short_side=args.size or None)
+    effective = effective_settings(args, backend)
+    log.info("inference settings: %s", effective.describe())
+    if long_term_settings(args) is not None:
+        backend.tracker_settings(effective.loop)
+    return lambda: Tracker(backend, effective.loop, max_short_side=effective.size,
+                           max_internal_size=effective.max_internal_size)

@@ -5,8 +5,14 @@ Resolution and memory capacity are fixed per export (constants are precomputed f
 the object count is a dynamic axis (1..--max-objects). Each graph passes onnx.checker (full) and
 shape inference, and is compared numerically with the PyTorch module in ONNX Runtime.
 
-example:
+With --weights and no --config the config is detected from the checkpoint (--config auto).
+Loop settings (--mem-every, --top-k, --memory-frames) default to the model's own: its family's
+evaluation defaults, or what the weights carry in a <stem>.inference.json sidecar; the manifest
+records the values used and where each came from, and run/serve/replay/the ROS node use them.
+
+examples:
   s3rt export --config s3-base --weights s3.pth --height 480 --width 854 --out s3_480p/
+  s3rt export --weights cutie-base-mega.pth --height 480 --width 854 --out cutie_480p/
 """
 
 from __future__ import annotations
@@ -21,31 +27,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export ONNX subgraphs + manifest", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from s3rt.configs import list_configs
-    p.add_argument("--config", required=True, choices=list_configs(), help="model variant")
+    p.add_argument("--config", choices=[*list_configs(), "auto"],
+                   help="model variant; 'auto' (the default with --weights) detects it from the checkpoint")
     p.add_argument("--weights", metavar="W", help="checkpoint; without it seeded random weights are exported")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
     p.add_argument("--height", type=int, required=True, help="frame height the graphs are for (before padding)")
     p.add_argument("--width", type=int, required=True, help="frame width the graphs are for (before padding)")
     p.add_argument("--max-objects", type=int, default=8, help="largest object count (dynamic axis max, default 8)")
-    p.add_argument("--memory-frames", type=int, default=5,
-                   help="memory frames per object group incl. the permanent one (default 5)")
+    p.add_argument("--memory-frames", type=int,
+                   help="memory frames per object group incl. the permanent one (default: the model's, 5)")
     p.add_argument("--max-buckets", type=int, default=4,
                    help="distinct frames on which objects may first appear (default 4)")
-    p.add_argument("--top-k", type=int, default=30, help="memory readout top-k (default 30)")
-    p.add_argument("--mem-every", type=int, default=5, help="memory write interval stored in the manifest (5)")
+    p.add_argument("--top-k", type=int, help="memory readout top-k (default: the model's, 30)")
+    p.add_argument("--mem-every", type=int, help="memory write interval stored in the manifest (default: the "
+                   "model's: 5, or what the weights carry)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime comparison")
     p.add_argument("--fused-attention-plugin", action="store_true",
                    help="emit the masked query attention as one s3rt::MaskedQueryGather node for the TensorRT "
-                        "plugin (kernels/); ONNX Runtime cannot run that graph. Default: standard ops")
+                        "plugin (kernels/); ONNX Runtime cannot run that graph. S3 configs only (DQ_CA): Cutie's "
+                        "read-from-pixel layer is a standard masked attention. Default: standard ops")
     add_long_term_args(p)
     add_verbose(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from s3rt.errors import ConfigError
     from s3rt.export.onnx_export import export_model
+
+    if args.config is None and args.weights is None:
+        raise ConfigError("choose a model: --config NAME, or --weights W (config detected from the checkpoint)")
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

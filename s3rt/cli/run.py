@@ -9,6 +9,7 @@ sorted id order, at the frame's own resolution), plus report.json / report.md.
 
 examples:
   s3rt run --config s3-base --weights s3.pth --frames clip/ --mask clip_mask.png --out out/
+  s3rt run --weights cutie-base-mega.pth --frames clip/ --mask first.png --out out/     (config detected)
   s3rt run --model exported/ --backend onnxruntime --frames clip/ --mask m.png --out out/ --save-probs
   s3rt run --config tiny --video clip.mp4 --mask first.png --max-frames 100 --overlay overlay.mp4 --out out/
   s3rt run --model exported/ --backend onnxruntime --rosbag run1/ --image-topic /camera/image_raw \

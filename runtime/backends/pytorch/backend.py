@@ -25,9 +25,12 @@ class TorchBackend(Backend):
     name = "torch"
     thread_safe = True      # eager modules hold no per-call state; torch releases the GIL in kernels
 
-    def __init__(self, config: str | ModelConfig, *, weights: str | Path | None = None, device: str = "cpu",
+    def __init__(self, config: str | ModelConfig | None, *, weights: str | Path | None = None, device: str = "cpu",
                  seed: int = 0, model: Any = None, fused_kernel: bool = True, precision: str = "fp32") -> None:
         super().__init__()
+        if config in (None, "auto"):      # --config auto: detected from the checkpoint's keys and shapes
+            from s3rt.export.model.weights import detect_config
+            config = detect_config(weights)
         self._cfg = get_config(config) if isinstance(config, str) else config
         self._weights = weights
         self._device_name = device
@@ -42,6 +45,10 @@ class TorchBackend(Backend):
     @property
     def model_config(self) -> ModelConfig:
         return self._cfg
+
+    def carried_defaults(self) -> list:
+        from s3rt.inference_settings import weights_defaults
+        return [weights_defaults(self._weights)]
 
     @property
     def model(self) -> Any:
@@ -59,7 +66,7 @@ class TorchBackend(Backend):
             self._model = build_model(self._cfg, weights=self._weights, seed=self._seed)
         self._model = self._model.to(self._device).eval()
         self.fused_kernel = False
-        if self._device.type == "cuda" and self._fused:
+        if self._device.type == "cuda" and self._fused and self._cfg.uses_fused_gather:   # S3 only
             from s3rt.kernels.masked_query_attention.torch_op import is_cuda_kernel_available
             if is_cuda_kernel_available():
                 self._model.use_fused_query_gather(True)

@@ -34,14 +34,21 @@ SessionFactory = Callable[[NodeParams], Session]
 
 def default_session(params: NodeParams) -> Session:
     """The model of `params` on its backend, behind a real-time core stream (as a gRPC stream)."""
-    from s3rt.configs import InferenceConfig
+    import logging
+
+    from s3rt.inference_settings import resolve_inference_settings
     from s3rt.runtime.backends.registry import BackendRequest, build_backend
     from s3rt.runtime.serving.ros.core_session import CoreSession
     from s3rt.runtime.tracker import Tracker
 
+    # torch: the config the export was made from (the registry reads it from the manifest)
     backend = build_backend(BackendRequest(params.backend, model_dir=params.model_dir, device=params.device,
                                            threads=params.threads or None))
-    settings = backend.tracker_settings(InferenceConfig(max_objects=params.max_objects))
+    overrides = {"max_objects": params.max_objects} if params.backend == "torch" else {}
+    effective = resolve_inference_settings(backend.model_config, carried=backend.carried_defaults(),
+                                           capacity=backend.capacity, overrides=overrides)   # the model's defaults
+    logging.getLogger(__name__).info("inference settings: %s", effective.describe())
+    settings = effective.loop
     return CoreSession.open(Tracker(backend, settings), realtime=True, deadline_ms=params.deadline_ms or None,
                             max_objects=params.max_objects, owns_backend=True)
 

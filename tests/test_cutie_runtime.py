@@ -250,7 +250,7 @@ def test_run_with_weights_only_detects_the_cutie_config_and_logs_its_settings(tm
     Image.fromarray(first.astype(np.uint8), mode="L").save(tmp_path / "first.png")
     weights = tmp_path / "tiny-cutie.pth"
     torch.save(build_model("tiny-cutie", seed=4).state_dict(), weights)
-    with caplog.at_level("INFO", logger="s3rt.run"):
+    with caplog.at_level("INFO", logger="s3rt.cli"):
         assert main(["run", "--weights", str(weights), "--frames", str(clip), "--mask", str(tmp_path / "first.png"),
                      "--out", str(tmp_path / "out"), "--no-progress", "--top-k", "20"]) == 0
     assert ("inference settings: mem_every=5, max_mem_frames=5, stagger_updates=5, size=480, max_internal_size=off "

@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(BIN)/s3rt demo --out s3rt_demo
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python .ci/lint_imports.py && $(BIN)/python -m pytest -q
 
 kernels:
 	cmake -S . -B build && cmake --build build -j 2

@@ -15,12 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def frame_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[list[float], list[float]]:
-    """Per frame: max |dp| and the fraction of pixels whose argmax agrees, for (C, H, W) probabilities."""
-    diffs = [float(np.abs(x - y).max()) for x, y in zip(a, b)]
-    agree = [float((x.argmax(0) == y.argmax(0)).mean()) for x, y in zip(a, b)]
-    return diffs, agree
+from s3rt.runtime.compare import frame_agreement     # the one comparator (also imported from here by `s3rt demo`)
 
 
 def compare_backends(config: str, weights: str | None, frames: list[np.ndarray], masks: dict[int, np.ndarray],

@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing measured", file=sys.stderr)
         return 2
-    from s3rt.benchmarks.backend_parity import frame_agreement
-    from s3rt.runtime.backends.tensorrt.validate import synthetic_clip
+    from s3rt.runtime.compare import frame_agreement
+    from s3rt.runtime.io.synthetic import first_frame_clip
     lines = [f"GPU check on {torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})", ""]
     if not args.skip_kernel:
         from s3rt.benchmarks import kernel_bench
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(lines[-2], flush=True)
     lines += ["| config | size | run | max abs dp vs CPU fp32 | argmax agreement (min) | FPS |",
               "|---|---|---|---:|---:|---:|"]
-    frames, mask = synthetic_clip(args.height, args.width, frames=args.frames, objects=2)
+    frames, mask = first_frame_clip(args.frames, args.height, args.width, num_objects=2)
     for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
         ref, cpu_fps = tracker_run(config, "cpu", "fp32", frames, mask)
         lines.append(f"| {config} | {args.height}x{args.width} | torch cpu fp32 (reference) | 0 | 1 | {cpu_fps:.2f} |")

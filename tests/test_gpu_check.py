@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 
 from s3rt.benchmarks import gpu_check
-from s3rt.runtime.backends.tensorrt.validate import synthetic_clip
+from s3rt.runtime.io.synthetic import first_frame_clip
 from tests.conftest import REPO
 
 
@@ -23,7 +23,7 @@ def test_gpu_check_refuses_without_cuda_device():
 
 
 def test_gpu_check_tracker_run_on_cpu():
-    frames, mask = synthetic_clip(64, 96, frames=3, objects=2)
+    frames, mask = first_frame_clip(3, 64, 96, num_objects=2)
     probs, fps = gpu_check.tracker_run("tiny", "cpu", "fp32", frames, mask)
     again, _ = gpu_check.tracker_run("tiny", "cpu", "fp32", frames, mask)
     assert len(probs) == 3 and fps > 0

@@ -227,10 +227,11 @@ def test_timed_backend_counts_calls_per_graph():
 
 # -- bench -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def bench_result(tmp_path_factory, tiny_model):
-    """`s3rt bench` on the session's tiny export (--model-dir: torch rebuilds the same seeded weights)."""
+def bench_result(tmp_path_factory):
+    """`s3rt bench --config`: exports its own graphs (the bench needs capacity for 8 objects; the session's
+    tiny_model holds 4, which the serving tests' capacity errors depend on)."""
     d = tmp_path_factory.mktemp("bench")
-    rc = main(["bench", "--model-dir", str(tiny_model), "--height", "64", "--width", "96", "--frames", "4", "--warmup", "1",
+    rc = main(["bench", "--config", "tiny", "--height", "64", "--width", "96", "--frames", "4", "--warmup", "1",
                "--backends", "torch,onnxruntime", "--json", str(d / "b.json"), "--markdown", str(d / "b.md")])
     assert rc == 0
     return json.loads((d / "b.json").read_text()), d

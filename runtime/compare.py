@@ -117,13 +117,7 @@ def clip_ious(ref: Sequence[np.ndarray], other: Sequence[np.ndarray], *, skip_fi
     return [iou for a, b in list(zip(ref, other))[start:] for iou in object_ious(a, b)]
 
 
-# -- probabilities and labels -----------------------------------------------------------------------
-def argmax_labels(probabilities: np.ndarray, labels: Sequence[int], dtype: type = np.int64) -> np.ndarray:
-    """(N+1, H, W) probabilities, background first -> (H, W) label image: channel k+1 -> labels[k], 0 elsewhere."""
-    lut = np.array([0, *labels], dtype=dtype)
-    return lut[np.argmax(probabilities, axis=0)]
-
-
+# -- probabilities (argmax -> labels: s3rt.runtime.preprocess.argmax_labels) -----------------------------------------------------------------------
 def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of pixels whose argmax over channels (axis 0) agrees, for two (C, H, W) arrays."""
     return float((np.argmax(a, axis=0) == np.argmax(b, axis=0)).mean())
@@ -135,5 +129,5 @@ def frame_agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> tuple[l
     return diffs, [argmax_agreement(x, y) for x, y in zip(a, b)]
 
 
-__all__ = ["TensorCheck", "argmax_agreement", "argmax_labels", "clip_ious", "compare_tensors", "elementwise_failures",
+__all__ = ["TensorCheck", "argmax_agreement", "clip_ious", "compare_tensors", "elementwise_failures",
            "format_checks", "frame_agreement", "mask_iou", "object_ious"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s3rt.runtime.compare import (argmax_agreement, argmax_labels, clip_ious, compare_tensors, elementwise_failures,
+from s3rt.errors import ShapeError
+from s3rt.runtime.preprocess import argmax_labels, check_rgb8, resize_index_mask
+from s3rt.runtime.compare import (argmax_agreement, clip_ious, compare_tensors, elementwise_failures,
                                   format_checks, frame_agreement, mask_iou, object_ious)
 
 
@@ -111,3 +113,23 @@ def test_checks_from_polygraphy_runs_agree_with_polygraphy(tmp_path):
     assert [bool(c) for c in checks] == verdicts == [False, True]
     assert checks[0].failed == 1 and checks[0].max_abs == pytest.approx(0.502, rel=1e-4)
     assert checks[1].max_abs == pytest.approx(5.5, rel=1e-3) and checks[1].max_rel == pytest.approx(5.5e-4, rel=1e-3)
+
+
+def test_stream_frame_check_and_nearest_mask_resize():
+    """The one uint8-RGB frame check (offline pipeline, serving) and the one nearest mask resize."""
+    frame = np.zeros((20, 30, 3), np.uint8)
+    assert check_rgb8(frame, stream_hw=(20, 30)) is frame
+    with pytest.raises(ShapeError, match=r"frame: expected a uint8 RGB array \(H, W, 3\), got float32 array"):
+        check_rgb8(frame.astype(np.float32))
+    with pytest.raises(ShapeError, match="grayscale"):
+        check_rgb8(frame[..., 0])
+    with pytest.raises(ShapeError, match=r"frame is 30x30 but the stream's frames are 20x30"):
+        check_rgb8(np.zeros((30, 30, 3), np.uint8), stream_hw=(20, 30))
+    with pytest.raises(ShapeError, match=r"image \(10, 12\) is too small"):
+        check_rgb8(np.zeros((10, 12, 3), np.uint8))
+    with pytest.raises(ShapeError, match=r"frame 7 is 16x16 but the stream's frames are 20x30"):
+        check_rgb8(np.zeros((16, 16, 3), np.uint8), name="frame 7", stream_hw=(20, 30))
+    mask = np.array([[0, 1], [2, 3]], np.int64)
+    big = resize_index_mask(mask, (4, 6))
+    assert big.dtype == np.int64 and set(np.unique(big)) == {0, 1, 2, 3}
+    assert big[:2, :3].tolist() == [[0] * 3] * 2 and big[2:, 3:].tolist() == [[3] * 3] * 2

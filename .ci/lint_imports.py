@@ -33,8 +33,7 @@ def stage(into: Path) -> None:
         target = into.joinpath(*package.split("."))
         shutil.copytree(ROOT / folder, target, dirs_exist_ok=True,
                         ignore=lambda d, names: [n for n in names if n == "__pycache__" or
-                                                 (Path(d, n).is_file() and not n.endswith(".py"))
-                                                 or n in mapping.values() and Path(d) == ROOT])
+                                                 (Path(d, n).is_file() and not n.endswith(".py"))])
 
 
 def main() -> int:

@@ -127,7 +127,6 @@ def onnx_dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     return axes
 
 
-ParityRow = TensorCheck      # one output of one graph, ONNX Runtime against the PyTorch module
 PARITY_ATOL = 1e-3           # the export's parity tolerance (`s3rt validate --atol` overrides it there)
 
 
@@ -153,8 +152,9 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
                  memory_frames: int = 5, max_buckets: int = 4, top_k: int = 30, mem_every: int = 5,
                  opset: int = 17, model: S3Model | None = None, check_parity: bool = True,
                  fused_attention_node: bool = False, long_term: LongTermConfig | None = None,
-                 progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[ParityRow]]:
-    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and parity rows.
+                 progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[TensorCheck]]:
+    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and the parity checks
+    (one s3rt.runtime.compare.TensorCheck per graph output, truthy within PARITY_ATOL).
 
     fused_attention_node: emit DQ_CA's gather in query_attention as one custom node
     (s3rt::MaskedQueryGather) for the TensorRT plugin; ONNX Runtime cannot run that graph, so its

@@ -25,6 +25,7 @@ PY_SOURCES := s3rt export runtime kernels benchmarks training tests ros
 
 test: $(VENV)/.installed ros-interfaces $(BUF)
 	$(BIN)/vermin --target=3.10- --violations --no-tips -q $(PY_SOURCES)
+	$(BIN)/python .ci/lint_imports.py
 	$(BIN)/python -m pytest -q
 
 # ROS 2 interfaces (s3rt_interfaces, vision_msgs) built with cmake/rosidl against the ros-live wheels into

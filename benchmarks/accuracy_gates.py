@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
     from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
-    from s3rt.training.evaluate import HELD_OUT_SEED, held_out_clips, jf_score, mask_iou, track
+    from s3rt.training.evaluate import HELD_OUT_SEED, held_out_clips, jf_score, mean_mask_iou, track
     from s3rt.training.trained import trained_weights
 
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         drop = 100 * (base - r["J&F"])
         gated = "bf16" in name or "fp16" in name
         table.append({"variant": name, "J&F": r["J&F"], "J": r["J"], "F": r["F"], "drop_pp": drop,
-                      "iou_vs_fp32": mask_iou(ref, r["preds"]), "ms_per_frame": r.get("ms_per_frame"),
+                      "iou_vs_fp32": mean_mask_iou(ref, r["preds"]), "ms_per_frame": r.get("ms_per_frame"),
                       "gate": ("pass" if drop <= GATE_PP else "FAIL") if gated else "-"})
     load = None
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3rt.runtime.evaluation.agreement import frame_agreement
+from s3rt.runtime.compare import frame_agreement     # the one comparator (also imported from here by `s3rt demo`)
 
 
 def compare_backends(config: str, weights: str | None, frames: list[np.ndarray], masks: dict[int, np.ndarray],

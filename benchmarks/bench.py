@@ -406,15 +406,9 @@ def _export(o: BenchOptions, size: tuple[int, int], settings: InferenceConfig, o
 
 
 def _agreement(ref: np.ndarray, got: np.ndarray) -> dict:
-    """Pixel agreement and mean per-object IoU of two (T, H, W) index-mask stacks."""
-    ious = []
-    for a, b in zip(ref, got):
-        for k in np.union1d(np.unique(a), np.unique(b)):
-            if k == 0:
-                continue
-            inter = np.logical_and(a == k, b == k).sum()
-            union = np.logical_or(a == k, b == k).sum()
-            ious.append(inter / union)
+    """Pixel agreement and mean per-object IoU (every frame) of two (T, H, W) index-mask stacks."""
+    from s3rt.runtime.compare import clip_ious
+    ious = clip_ious(ref, got, skip_first=False)
     return {"pixel_agreement": float((ref == got).mean()), "mean_iou": float(np.mean(ious)) if ious else 1.0}
 
 

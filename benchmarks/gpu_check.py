@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULES = (
     "s3rt.configs",
     "s3rt.errors",
-    "s3rt.benchmarks.backend_parity",
+    "s3rt.runtime.compare",
     "s3rt.benchmarks.davis_eval",
     "s3rt.benchmarks.kernel_bench",
     "s3rt.kernels.masked_query_attention.reference",
@@ -413,7 +413,7 @@ def tracker_rows(config: str, *, height: int, width: int, frames: int, cpu_frame
                  precisions: tuple[str, ...] = ("fp32", "fp16")) -> Iterator[tuple[str, str, str]]:
     """One config at height x width: CPU fp32 on the first `cpu_frames` frames (the reference), then
     each device at fp32 and fp16 over `frames` frames: max |dp| and argmax agreement vs CPU, FPS."""
-    from s3rt.benchmarks.backend_parity import frame_agreement
+    from s3rt.runtime.compare import frame_agreement
     from s3rt.runtime.io.synthetic import make_clip
     from s3rt.training.trained import has_trained_weights, trained_weights
     clip, masks = make_clip(frames, height, width, num_objects=2, seed=0)

@@ -87,7 +87,7 @@ def one_step(weights: str | None, settings: object, frames: np.ndarray, masks: n
     import torch
 
     from s3rt.export.model.memory import similarity
-    from s3rt.export.model.object_transformer import masked_query_gather
+    from s3rt.kernels.masked_query_attention.reference import masked_query_gather_torch as masked_query_gather
     from s3rt.export.onnx_export import export_model
     from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
@@ -174,6 +174,7 @@ def lockstep(weights: str | None, settings: object, frames: np.ndarray, masks: n
     from s3rt.export.onnx_export import export_model
     from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
     from s3rt.runtime.backends.pytorch.backend import TorchBackend
+    from s3rt.runtime.compare import argmax_agreement
     from s3rt.runtime.tracker import Tracker
 
     class Noisy(TorchBackend):
@@ -203,7 +204,7 @@ def lockstep(weights: str | None, settings: object, frames: np.ndarray, masks: n
                 end = t == len(frames) - 1
                 pa = a.step(frame, mask=mask, object_ids=ids, end=end).probabilities
                 pb = b.step(frame, mask=mask, object_ids=ids, end=end).probabilities
-                agree.append(float((pa.argmax(0) == pb.argmax(0)).mean()))
+                agree.append(argmax_agreement(pa, pb))
                 sa, sb = (np.asarray(x.sensory.detach() if hasattr(x.sensory, "detach") else x.sensory) for x in (a, b))
                 sensory.append(float(np.abs(sa - sb).max()))
     return {"agreement": agree, "sensory_max_abs": sensory}

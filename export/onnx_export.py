@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,6 +25,7 @@ from s3rt.export.model.s3 import run_graph
 from s3rt.inference_settings import resolve_inference_settings, weights_defaults
 from s3rt.runtime.manifest import file_sha256
 from s3rt.long_term_config import LongTermConfig
+from s3rt.runtime.compare import TensorCheck, compare_tensors
 from s3rt.runtime.contract import Geometry, GraphSpec, graph_names, graph_specs
 from s3rt.runtime.manifest import Manifest
 from s3rt.runtime.preprocess import FrameGeometry
@@ -109,10 +108,10 @@ def example_inputs(spec: GraphSpec, cfg: ModelConfig, geo: Geometry, dims: dict[
 @torch.no_grad()
 def frame_features(model: S3Model, geo: Geometry, seed: int = 0) -> dict[str, Tensor]:
     """Run the two image graphs on a synthetic frame, for realistic example inputs."""
-    from s3rt.export.model.weights import synthetic_frames
-    frames, _ = synthetic_frames(1, geo.height, geo.width, seed)
+    from s3rt.runtime.io.synthetic import make_clip
+    frames, _ = make_clip(1, geo.height, geo.width, seed=seed)
     specs = graph_specs(model.cfg, geo)
-    feats = {"image": frames[:1]}
+    feats = {"image": torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255}   # (1, 3, H, W) in [0, 1]
     for graph in ("encoder", "spatial_semantic"):
         ins = [feats[n] for n in specs[graph].input_names]
         outs = run_graph(model, graph, ins, top_k=1)
@@ -129,17 +128,13 @@ def onnx_dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     return axes
 
 
-@dataclass
-class ParityRow:
-    graph: str
-    output: str
-    max_abs: float
-    mean_abs: float
+PARITY_ATOL = 1e-3           # the export's parity tolerance (`s3rt validate --atol` overrides it there)
 
 
 def compare_onnx(path: Path, module: nn.Module, inputs: dict[str, Tensor], spec: GraphSpec,
-                 threads: int | None = None) -> list[ParityRow]:
-    """Run the graph in ONNX Runtime (CPU) and the module in PyTorch on the same inputs."""
+                 threads: int | None = None, atol: float = PARITY_ATOL) -> list[TensorCheck]:
+    """Run the graph in ONNX Runtime (CPU) and the module in PyTorch on the same inputs; the module
+    is the reference (s3rt.runtime.compare, |d| <= atol)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     if threads:
@@ -149,11 +144,8 @@ def compare_onnx(path: Path, module: nn.Module, inputs: dict[str, Tensor], spec:
     got = sess.run(spec.output_names, feed)
     with torch.no_grad():
         want = module(*inputs.values())
-    rows = []
-    for name, a, b in zip(spec.output_names, got, want):
-        d = np.abs(a.astype(np.float64) - b.numpy().astype(np.float64))
-        rows.append(ParityRow(spec.name, name, float(d.max()), float(d.mean())))
-    return rows
+    return [compare_tensors(spec.name, name, a, b.numpy(), atol=atol)
+            for name, a, b in zip(spec.output_names, got, want)]
 
 
 def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int, width: int,
@@ -162,8 +154,9 @@ def export_model(config: str | ModelConfig, *, out_dir: str | Path, height: int,
                  mem_every: int | None = None,
                  opset: int = 17, model: S3Model | None = None, check_parity: bool = True,
                  fused_attention_node: bool = False, long_term: LongTermConfig | None = None,
-                 progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[ParityRow]]:
-    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and parity rows.
+                 progress: Callable[[str], None] | None = None) -> tuple[Manifest, list[TensorCheck]]:
+    """Write the six graphs and manifest.json to `out_dir`; returns the manifest and the parity checks
+    (one s3rt.runtime.compare.TensorCheck per graph output, truthy within PARITY_ATOL).
 
     fused_attention_node: emit DQ_CA's gather in query_attention as one custom node
     (s3rt::MaskedQueryGather) for the TensorRT plugin; ONNX Runtime cannot run that graph, so its

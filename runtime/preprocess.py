@@ -106,6 +106,30 @@ def check_frame(frame: np.ndarray, *, name: str = "frame") -> np.ndarray:
     return frame
 
 
+def check_rgb8(frame: object, *, name: str = "frame", stream_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """`check_frame` for uint8 RGB only (what streams and files deliver) and, with `stream_hw`,
+    the size of the stream's earlier frames (the graphs and the memory hold one size)."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        got = f"{frame.dtype} array" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ShapeError(f"{name}: expected a uint8 RGB array (H, W, 3), got {got}")
+    if stream_hw is not None and frame.ndim >= 2 and frame.shape[:2] != tuple(stream_hw):
+        raise ShapeError(f"{name} is {frame.shape[0]}x{frame.shape[1]} but the stream's frames are "
+                         f"{stream_hw[0]}x{stream_hw[1]}")
+    return check_frame(frame, name=name)
+
+
+def resize_index_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W) integer index mask to size_hw -> int64 (ids are never blended)."""
+    return np.asarray(Image.fromarray(mask.astype(np.int32), mode="I").resize(
+        (size_hw[1], size_hw[0]), Image.NEAREST)).astype(np.int64)
+
+
+def argmax_labels(probabilities: np.ndarray, labels: list[int], dtype: type = np.int64) -> np.ndarray:
+    """(N+1, H, W) probabilities, background first -> (H, W) label image: channel k+1 -> labels[k], 0 elsewhere."""
+    lut = np.array([0, *labels], dtype=dtype)
+    return lut[np.argmax(probabilities, axis=0)]
+
+
 def resize_float(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Antialiased bilinear resize of a float (C, H, W) array, per channel (PIL 'F' mode)."""
     h, w = size_hw
@@ -144,8 +168,7 @@ def prepare_index_mask(mask: np.ndarray, geo: FrameGeometry) -> np.ndarray:
         raise ShapeError(f"mask size {mask.shape} differs from the frame size {geo.orig_hw}; "
                          "resize the mask to the frame (nearest neighbour) or pass --resize-masks")
     if geo.resized:
-        mask = np.asarray(Image.fromarray(mask.astype(np.int32), mode="I").resize(
-            (geo.work_hw[1], geo.work_hw[0]), Image.NEAREST))
+        mask = resize_index_mask(mask, geo.work_hw)
     top, bottom, left, right = geo.pad
     return np.pad(mask.astype(np.int64), ((top, bottom), (left, right)))
 

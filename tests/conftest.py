@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s3rt.runtime.io.synthetic import first_frame_clip
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("S3RT_SHARED", REPO.parent / "shared"))
 SPEC = SHARED / "spec"
@@ -40,25 +42,31 @@ def judo_clip() -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
 
 @pytest.fixture(scope="session")
 def blob_clip() -> tuple[list[np.ndarray], np.ndarray]:
-    """A tiny deterministic clip (6 frames, 60x100, not multiples of 32) and a 2-object mask."""
-    rng = np.random.default_rng(0)
-    h, w = 60, 100
-    yy, xx = np.mgrid[0:h, 0:w]
-    frames = []
-    for t in range(6):
-        img = np.full((h, w, 3), 90, np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
-        img[(yy - 20) ** 2 + (xx - 25 - 3 * t) ** 2 < 120] = (220, 40, 40)
-        img[(yy - 40) ** 2 + (xx - 70 + 2 * t) ** 2 < 90] = (40, 200, 60)
-        frames.append(img)
-    mask = np.zeros((h, w), np.int64)
-    mask[(yy - 20) ** 2 + (xx - 25) ** 2 < 120] = 1
-    mask[(yy - 40) ** 2 + (xx - 70) ** 2 < 90] = 2
-    return frames, mask
+    """A tiny deterministic clip (6 frames, 60x100, not multiples of 32) and its 2-object first mask."""
+    return first_frame_clip(6, 60, 100, num_objects=2, seed=0)
+
+
+TINY_H, TINY_W = 64, 96       # multiples of 32: no padding; small enough for 4 streams x 300 frames on 2 cores
 
 
 @pytest.fixture(scope="session")
-def ros_tiny_model(tmp_path_factory) -> Path:
-    """The ROS tests' tiny ONNX model (tests/ros_helpers.py), exported once for all their modules."""
-    from ros_helpers import export_tiny
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny config exported once per session (read-only: copy it before writing beside it).
 
-    return export_tiny(tmp_path_factory.mktemp("tiny_ros"))
+    64x96, seeded random weights (seed 2: masks keep both objects of the synthetic clip for a
+    while), at most 4 objects in 3 object groups; no parity check here (test_export_onnxruntime
+    checks the export itself). Used by the serving, ROS, bench and TensorRT tests.
+    """
+    pytest.importorskip("torch", reason="the export needs torch")
+    from s3rt.export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    export_model("tiny", out_dir=out, height=TINY_H, width=TINY_W, max_objects=4, max_buckets=3, seed=2,
+                 check_parity=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ros_tiny_model(tiny_model: Path) -> Path:
+    """The ROS tests' name for the session's tiny model."""
+    return tiny_model

@@ -1,25 +1,15 @@
-"""Shared set-up of the ROS tests: the tiny model exported once per module, the synthetic clip."""
+"""Shared set-up of the ROS tests: frame size and topic (the model is conftest's `tiny_model`), the clip."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from s3rt.runtime.io.synthetic import make_clip
 
-H, W, N_FRAMES = 64, 96, 8
+from conftest import TINY_H as H, TINY_W as W
+
+N_FRAMES = 8
 TOPIC = "/camera/image_raw"
-
-
-def export_tiny(out: Path) -> Path:
-    """Tiny ONNX graphs at H x W (seed 2: random weights whose masks keep both objects for a while)."""
-    pytest.importorskip("torch", reason="the export needs torch")
-    from s3rt.export.onnx_export import export_model
-
-    export_model("tiny", out_dir=out, height=H, width=W, max_objects=4, seed=2, check_parity=False)
-    return out
 
 
 def clip() -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -22,6 +22,7 @@ from s3rt.configs import InferenceConfig
 from s3rt.export.model import build_model
 from s3rt.long_term_config import long_term_from
 from s3rt.runtime.backends.pytorch.backend import TorchBackend
+from s3rt.runtime.io.synthetic import make_clip
 from s3rt.runtime.tracker import Tracker
 
 LT = long_term_from("small")
@@ -36,23 +37,10 @@ SPEC_TRACE = {0: [(0, 0)], 1: [(64, 0)], 2: [(128, 0)], 3: [(64, 16), (0, 0)], 4
 
 
 def lt_clip(n: int = FRAMES, size: int = 128, seed: int = 0):
-    """Three moving discs on noise; masks for frame 0 (objects 1, 3) and frame 3 (object 2)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    discs = [(1, (200, 50, 40), 40, 30, 2.0, 1.0), (2, (40, 190, 70), 85, 90, -1.5, 0.5),
-             (3, (60, 70, 210), 30, 95, 0.5, -1.5)]
-    frames, labels = [], []
-    for t in range(n):
-        img = (rng.integers(60, 110, (size, size, 3))).astype(np.uint8)
-        lab = np.zeros((size, size), np.int64)
-        for oid, color, y0, x0, vy, vx in discs:
-            d = (yy - y0 - vy * t) ** 2 + (xx - x0 - vx * t) ** 2 < 150
-            img[d] = color
-            lab[d] = oid
-        frames.append(img)
-        labels.append(lab)
-    m0 = np.where(np.isin(labels[0], [1, 3]), labels[0], 0)
-    m3 = np.where(labels[3] == 2, 2, 0)
+    """The shared synthetic clip with three objects; masks for frame 0 (objects 1, 3) and frame 3 (object 2)."""
+    frames, labels = make_clip(n, size, size, num_objects=3, seed=seed)
+    m0 = np.where(np.isin(labels[0], [1, 3]), labels[0], 0).astype(np.int64)
+    m3 = np.where(labels[3] == 2, 2, 0).astype(np.int64)
     return frames, {0: m0, 3: m3}
 
 

@@ -77,3 +77,30 @@ def test_random_spec_is_seeded():
     a = random_spec(np.random.default_rng(5), num_frames=5, height=64, width=128)
     b = random_spec(np.random.default_rng(5), num_frames=5, height=64, width=128)
     assert a == b and 1 <= a.num_objects <= 3
+
+
+def _sha(*arrays: np.ndarray) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_clips_the_shipped_weights_were_scored_on_keep_their_pixels():
+    """The generator moved onto s3rt.runtime.io.synthetic (training adds distractors on top); these
+    digests were taken before the move, from the clips RECIPE.md's J&F figures and the parity tests
+    use: 8 held-out 30-frame 96x160 clips, the 4 INT8 calibration clips, the demo test's clip and
+    the 100-frame parity clip. Any change to the shared generator that touches them fails here."""
+    from s3rt.benchmarks.parity_diagnosis import parity_clip
+    from s3rt.training.evaluate import HELD_OUT_SEED, held_out_clips
+
+    held = held_out_clips(8, num_frames=30, height=96, width=160)
+    assert [c.name for c in held] == [f"heldout_{HELD_OUT_SEED + i}" for i in range(8)]
+    assert _sha(*[c.frames for c in held], *[c.masks for c in held]) == "ba28092d5949682a"
+    calib = held_out_clips(4, num_frames=30, height=96, width=160, seed=HELD_OUT_SEED + 1_000_000)
+    assert _sha(*[c.frames for c in calib], *[c.masks for c in calib]) == "09d772f14e8cc8a0"
+    demo = held_out_clips(1, num_frames=8, height=64, width=96)[0]
+    assert _sha(demo.frames, demo.masks) == "f2a7506a67dc2722"
+    assert _sha(*parity_clip()) == "4d66a4c1babaddc1"
+    assert _sha(*generate_clip(SPEC, 7, with_background=True)) == "52f4b87ffa2711b4"

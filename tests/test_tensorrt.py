@@ -435,19 +435,14 @@ def test_plugin_surgery_is_exact():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_plugin_surgery_on_traced_adapter(tmp_path):
+def test_plugin_surgery_on_traced_adapter(tmp_path, tiny_model):
     """The real trace of vit_adapter.deform_sample matches the pattern (tiny config)."""
-    pytest.importorskip("torch", reason="tracing the adapter needs torch (the 'export' extra)")
     pytest.importorskip("onnx_graphsurgeon", reason="onnx-graphsurgeon (the 'tensorrt' extra) is not installed")
-    try:
-        from s3rt.export.onnx_export import export_model
-    except ImportError as exc:
-        pytest.skip(f"exporter not available: {exc}")
     from s3rt.export.tensorrt.precision import convert_to_mixed_fp16, fp32_nodes
     from s3rt.export.tensorrt.lint import lint_onnx
     from s3rt.export.tensorrt.surgery import PLUGIN_OP, use_trt_deform_plugin
-    manifest, _ = export_model("tiny", out_dir=tmp_path, height=64, width=96, max_objects=2, max_buckets=2,
-                               check_parity=False)
+    from s3rt.runtime.manifest import load_manifest
+    manifest = load_manifest(tiny_model)
     new, count = use_trt_deform_plugin(manifest.path("spatial_semantic"), tmp_path / "plugin.onnx")
     cfg = manifest.model.vit
     assert count == cfg.interactions + cfg.extra_extractors
@@ -486,19 +481,20 @@ def _have_trt_gpu() -> str | None:
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_build_and_track_tiny_against_onnxruntime(tmp_path, precision):
+def test_build_and_track_tiny_against_onnxruntime(tmp_path, precision, request):
     reason = _have_trt_gpu()
     if reason:
         pytest.skip(reason)
-    pytest.importorskip("torch", reason="exporting the tiny model needs torch")
-    from s3rt.export.onnx_export import export_model
+    import shutil
+
     from s3rt.export.tensorrt.build import build_engines
     from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
-    from s3rt.runtime.backends.tensorrt.validate import clip_mask_iou, synthetic_clip
-    export_model("tiny", out_dir=tmp_path, height=64, width=96, max_objects=3, max_buckets=2, check_parity=False)
+    from s3rt.runtime.backends.tensorrt.validate import clip_mask_iou
+    from s3rt.runtime.io.synthetic import first_frame_clip
+    shutil.copytree(request.getfixturevalue("tiny_model"), tmp_path, dirs_exist_ok=True)   # engines go beside it
     engines = build_engines(tmp_path, precision=precision, workspace_mib=512, progress=False)
     assert set(engines.engines) == set(GRAPH_ORDER)
-    frames, first = synthetic_clip(64, 96, frames=6, objects=2)
+    frames, first = first_frame_clip(6, 64, 96, num_objects=2)
     with TensorRTBackend(tmp_path, precision=precision) as trt_backend:
         ious = clip_mask_iou(trt_backend, OnnxRuntimeBackend(tmp_path), frames, first)
     assert np.mean(ious) >= (0.99 if precision == "fp32" else 0.9)

@@ -74,7 +74,7 @@ def both_runs(clip_and_graphs, mem_every: int):
 def test_backends_agree_on_every_frame_of_100_at_the_trained_mem_every(clip_and_graphs):
     """Memory every frame (the trained setting): every one of the 100 frames >= 99.9 %, through
     both mid-clip additions (measured: 100.000 % on every frame)."""
-    from s3rt.runtime.evaluation.agreement import frame_agreement
+    from s3rt.runtime.compare import frame_agreement
 
     ref, got = both_runs(clip_and_graphs, mem_every=1)
     diffs, agree = frame_agreement(ref, got)
@@ -87,7 +87,7 @@ def test_backends_agree_on_every_frame_of_100_at_the_trained_mem_every(clip_and_
 
 def test_backends_agree_on_the_first_30_frames_at_mem_every_5(clip_and_graphs):
     """Memory every 5 frames (the export default, untrained for these weights): frames 0..29."""
-    from s3rt.runtime.evaluation.agreement import frame_agreement
+    from s3rt.runtime.compare import frame_agreement
 
     ref, got = both_runs(clip_and_graphs, mem_every=5)
     _, agree = frame_agreement(ref[:EARLY], got[:EARLY])
@@ -99,7 +99,7 @@ def test_backends_agree_on_the_first_30_frames_at_mem_every_5(clip_and_graphs):
                    "do not track and their recurrence amplifies rounding: torch vs torch with 1e-7 relative "
                    "noise diverges as much as torch vs ONNX Runtime (RESULTS.md, 'Whole-clip backend parity')")
 def test_backends_agree_on_every_frame_of_100_at_mem_every_5(clip_and_graphs):
-    from s3rt.runtime.evaluation.agreement import frame_agreement
+    from s3rt.runtime.compare import frame_agreement
 
     ref, got = both_runs(clip_and_graphs, mem_every=5)
     _, agree = frame_agreement(ref, got)

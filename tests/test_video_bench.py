@@ -228,6 +228,8 @@ def test_timed_backend_counts_calls_per_graph():
 # -- bench -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bench_result(tmp_path_factory):
+    """`s3rt bench --config`: exports its own graphs (the bench needs capacity for 8 objects; the session's
+    tiny_model holds 4, which the serving tests' capacity errors depend on)."""
     d = tmp_path_factory.mktemp("bench")
     rc = main(["bench", "--config", "tiny", "--height", "64", "--width", "96", "--frames", "4", "--warmup", "1",
                "--backends", "torch,onnxruntime", "--json", str(d / "b.json"), "--markdown", str(d / "b.md")])
@@ -294,7 +296,7 @@ def test_new_runtime_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import s3rt.runtime.io.video, s3rt.runtime.io.dataset, s3rt.runtime.io.synthetic\n"
             "import s3rt.runtime.backends.timing, s3rt.benchmarks.bench, s3rt.cli.bench, s3rt.cli.run\n"
-            "import s3rt.runtime.backends.registry, s3rt.runtime.evaluation.davis, s3rt.runtime.evaluation.agreement\n"
+            "import s3rt.runtime.backends.registry, s3rt.runtime.evaluation.davis, s3rt.runtime.compare\n"
             "import s3rt.runtime.slot_store, s3rt.runtime.long_term, s3rt.cli.eval, s3rt.cli.demo, s3rt.cli.replay\n"
             "assert sys.modules['torch'] is None\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

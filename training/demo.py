@@ -61,7 +61,7 @@ def run_demo(o: DemoOptions, *, say: Callable[[str], None] = _stderr) -> str:
 
     from s3rt.export.onnx_export import export_model
     from s3rt.runtime.backends.registry import OnnxRuntimeOptions, TorchOptions, create_backend
-    from s3rt.runtime.evaluation.agreement import frame_agreement
+    from s3rt.runtime.compare import frame_agreement
     from s3rt.runtime.evaluation.davis import evaluate_davis
     from s3rt.runtime.io.files import Frame, write_index_mask
     from s3rt.runtime.offline.pipeline import run_clip

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from s3rt.runtime.compare import clip_ious
 from s3rt.training.synthetic_vos import ClipSpec, generate_clip, random_spec
 
 HELD_OUT_SEED = 500_000_000
@@ -65,19 +66,10 @@ def jf_score(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> dict[str
     return {"J&F": (j + f) / 2, "J": j, "F": f}
 
 
-def mask_iou(ref: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
-    """Mean over clips, later frames and objects of IoU(ref mask, other mask); an object empty
-    in both counts as 1."""
-    ious = []
-    for a, b in zip(ref, other):
-        for t in range(1, len(a)):
-            for k in np.unique(np.concatenate([np.unique(a[t]), np.unique(b[t])])):
-                if k == 0:
-                    continue
-                x, y = a[t] == k, b[t] == k
-                union = (x | y).sum()
-                ious.append(1.0 if union == 0 else (x & y).sum() / union)
+def mean_mask_iou(ref: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
+    """Mean over clips, later frames and objects (present in either) of IoU(ref mask, other mask)."""
+    ious = [iou for a, b in zip(ref, other) for iou in clip_ious(a, b)]
     return float(np.mean(ious)) if ious else 1.0
 
 
-__all__ = ["Clip", "ClipSpec", "HELD_OUT_SEED", "held_out_clips", "jf_score", "mask_iou", "track"]
+__all__ = ["Clip", "ClipSpec", "HELD_OUT_SEED", "held_out_clips", "jf_score", "mean_mask_iou", "track"]

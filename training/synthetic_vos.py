@@ -7,20 +7,20 @@ breathe), move with bouncing velocity, occlude each other in a random depth orde
 targets enter after frame 0. Only targets are in the masks (ids 1..K); a distractor in
 front of a target hides it there (mask 0).
 
-numpy only, float64 maths with integer rounding at the end: same arguments, same bytes.
+Built on the shared generator (s3rt.runtime.io.synthetic: background, shapes, rendering); this
+module adds the clip recipe and the look-alike distractors. numpy only, float64 maths with
+integer rounding at the end: same arguments, same bytes.
 Frames (T, H, W, 3) uint8 RGB, masks (T, H, W) uint8 index masks.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from s3rt.runtime.io.synthetic import _bounce   # one reflection rule for both clip generators
-
 from s3rt.errors import ConfigError
+from s3rt.runtime.io.synthetic import Shape, background, random_shape, render
 
 MIN_SIDE = 32
 
@@ -53,47 +53,9 @@ class ClipSpec:
             raise ConfigError(f"enter_after frames must be in 1..{self.num_frames - 1}, got {self.enter_after}")
 
 
-@dataclass
-class _Shape:
-    cy: float
-    cx: float
-    radius: float
-    aspect: float
-    vy: float
-    vx: float
-    lobes: int
-    lobe_amp: float
-    phase: float
-    spin: float               # lobe rotation, radians per frame
-    breathe: float            # radius oscillation amplitude (fraction)
-    colour: np.ndarray        # (3,) float64
-    colour2: np.ndarray       # (3,) second texture colour
-    texture: int              # 0 stripes, 1 checker, 2 rings
-    period: float
-    first: int = 0            # first frame it is drawn
-    target: int = 0           # mask id, 0 for a distractor
-    depth: float = field(default=0.0)
-
-
-
-
-def _new_shape(rng: np.random.Generator, spec: ClipSpec) -> _Shape:
-    side = min(spec.height, spec.width)
-    radius = side * rng.uniform(0.10, 0.22)
-    angle = rng.uniform(0, 2 * math.pi)
-    speed = spec.speed * side * rng.uniform(0.5, 1.5)
-    colour = rng.uniform(30, 225, 3)
-    return _Shape(cy=rng.uniform(radius, spec.height - radius), cx=rng.uniform(radius, spec.width - radius),
-                  radius=radius, aspect=rng.uniform(0.6, 1.6), vy=speed * math.sin(angle), vx=speed * math.cos(angle),
-                  lobes=int(rng.integers(0, 6)), lobe_amp=rng.uniform(0.0, 0.3), phase=rng.uniform(0, 2 * math.pi),
-                  spin=rng.uniform(-0.15, 0.15), breathe=rng.uniform(0.0, 0.15), colour=colour,
-                  colour2=np.clip(colour + rng.uniform(-90, 90, 3), 0, 255), texture=int(rng.integers(0, 3)),
-                  period=rng.uniform(4, 10), depth=rng.uniform())
-
-
-def _distractor_of(rng: np.random.Generator, spec: ClipSpec, like: _Shape) -> _Shape:
-    """Same look as `like` (colour within +-15, same texture), elsewhere, own motion."""
-    s = _new_shape(rng, spec)
+def _distractor_of(rng: np.random.Generator, spec: ClipSpec, like: Shape) -> Shape:
+    """Same look as `like` (colour within +-15, same texture), elsewhere, own motion, not in the mask."""
+    s = random_shape(rng, spec.height, spec.width, spec.speed)
     s.colour = np.clip(like.colour + rng.uniform(-15, 15, 3), 0, 255)
     s.colour2 = np.clip(like.colour2 + rng.uniform(-15, 15, 3), 0, 255)
     s.texture, s.period = like.texture, like.period * rng.uniform(0.8, 1.25)
@@ -101,93 +63,26 @@ def _distractor_of(rng: np.random.Generator, spec: ClipSpec, like: _Shape) -> _S
     return s
 
 
-def _draw(shape: _Shape, t: int, spec: ClipSpec, gy: np.ndarray, gx: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Boolean inside-mask (H, W) and its texture colours (M, 3) at frame t."""
-    h, w = spec.height, spec.width
-    r = shape.radius * (1 + shape.breathe * math.sin(0.4 * t + shape.phase))
-    cy = _bounce(shape.cy + shape.vy * t, 0.0, h - 1.0)
-    cx = _bounce(shape.cx + shape.vx * t, 0.0, w - 1.0)
-    ry, rx = r * math.sqrt(shape.aspect), r / math.sqrt(shape.aspect)
-    reach = max(ry, rx) * (1 + shape.lobe_amp) + 1
-    y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 2)
-    x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 2)
-    if y0 >= y1 or x0 >= x1:
-        return None
-    dy, dx = gy[y0:y1, x0:x1] - cy, gx[y0:y1, x0:x1] - cx
-    theta = np.arctan2(dy / ry, dx / rx)
-    outline = 1 + shape.lobe_amp * np.sin(shape.lobes * theta + shape.phase + shape.spin * t)
-    inside = np.hypot(dy / ry, dx / rx) <= outline
-    if not inside.any():
-        return None
-    u, v = dy[inside], dx[inside]
-    if shape.texture == 0:
-        wave = np.sin(2 * math.pi * (u + v) / shape.period)
-    elif shape.texture == 1:
-        wave = np.sign(np.sin(2 * math.pi * u / shape.period) * np.sin(2 * math.pi * v / shape.period))
-    else:
-        wave = np.sin(2 * math.pi * np.hypot(u, v) / shape.period)
-    mix = (0.5 + 0.5 * wave)[:, None]
-    colours = shape.colour * mix + shape.colour2 * (1 - mix)
-    full = np.zeros((h, w), bool)
-    full[y0:y1, x0:x1] = inside
-    return full, colours
-
-
-def _background(rng: np.random.Generator, spec: ClipSpec) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Panning texture larger than the frame: (H + 2m, W + 2m, 3) and (margin m, pan y, pan x)."""
-    pan = rng.uniform(-spec.pan, spec.pan, 2)
-    margin = int(math.ceil(abs(pan).max() * spec.num_frames)) + 2
-    hh, ww = spec.height + 2 * margin, spec.width + 2 * margin
-    yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float64)
-    base = np.zeros((hh, ww, 3))
-    for ch in range(3):
-        for _ in range(2):
-            fy, fx = rng.uniform(0.02, 0.25, 2)
-            py, px = rng.uniform(0, 2 * math.pi, 2)
-            base[..., ch] += 30 * np.sin(fy * yy + py) * np.cos(fx * xx + px)
-        base[..., ch] += rng.uniform(70, 180)
-    base += rng.normal(0, 8, base.shape)
-    return base, (float(margin), float(pan[0]), float(pan[1]))
-
-
 def generate_clip(spec: ClipSpec, seed: int, *, with_background: bool = False
                   ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> frames (T, H, W, 3) uint8, masks (T, H, W) uint8 (ids 1..K; entering targets 0 before),
-    and with_background: the same frames with no shape drawn (T, H, W, 3), for checking masks."""
+    and with_background: the same frames with no shape drawn (T, H, W, 3), for checking masks.
+
+    The shared generator's background and shapes, in this order from one seeded stream (the
+    held-out clips the shipped weights were scored on depend on it): background, K targets,
+    then D distractors each copying a random target's look."""
     spec.check()
     rng = np.random.default_rng(seed)
-    base, (margin, py, px) = _background(rng, spec)
-    targets = [_new_shape(rng, spec) for _ in range(spec.num_objects)]
+    bg = background(rng, spec.num_frames, spec.height, spec.width, spec.pan)
+    targets = [random_shape(rng, spec.height, spec.width, spec.speed) for _ in range(spec.num_objects)]
     for k, s in enumerate(targets, start=1):
-        s.target = k
+        s.label = k
     for j, e in enumerate(spec.enter_after):            # the last targets enter late
         targets[spec.num_objects - 1 - j].first = e
     distractors = [_distractor_of(rng, spec, targets[int(rng.integers(0, len(targets)))])
                    for _ in range(spec.num_distractors)]
-    shapes = sorted(targets + distractors, key=lambda s: s.depth)   # back to front
-    gy, gx = np.mgrid[0:spec.height, 0:spec.width].astype(np.float64)
-    frames = np.zeros((spec.num_frames, spec.height, spec.width, 3), np.uint8)
-    masks = np.zeros((spec.num_frames, spec.height, spec.width), np.uint8)
-    backgrounds = np.zeros_like(frames) if with_background else None
-    m = int(margin)
-    for t in range(spec.num_frames):
-        oy, ox = m + int(round(py * t)), m + int(round(px * t))
-        img = base[oy:oy + spec.height, ox:ox + spec.width].copy()
-        if backgrounds is not None:
-            backgrounds[t] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-        mask = masks[t]
-        for s in shapes:
-            if t < s.first:
-                continue
-            drawn = _draw(s, t, spec, gy, gx)
-            if drawn is None:
-                continue
-            inside, colours = drawn
-            img[inside] = colours
-            mask[inside] = s.target
-        frames[t] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return (frames, masks, backgrounds) if backgrounds is not None else (frames, masks)
+    return render(targets + distractors, bg, spec.num_frames, spec.height, spec.width,
+                  with_background=with_background)
 
 
 def random_spec(rng: np.random.Generator, *, num_frames: int, height: int, width: int,

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from s3rt.configs import ModelConfig
 from s3rt.export.model.common import CAResBlock, GConv2d, InvFreqBuffer, aggregate_logits, sinusoid_2d
+# DQ_CA's gather (spec 9.3-9.4.1) has one definition, the op's reference next to its CUDA kernel and plugin
+from s3rt.kernels.masked_query_attention.reference import masked_query_gather_torch as masked_query_gather
 
 
 class MultiheadAttention(nn.Module):
@@ -58,33 +60,6 @@ def foreground_from_logits(aux_logits: Tensor) -> Tensor:
     best = log_odds.max(dim=1, keepdim=True).values
     fg = log_odds[:, 1:] >= best                                          # (B, N, h, w)
     return fg.flatten(0, 1).flatten(1)                                    # (B*N, P)
-
-
-def masked_query_gather(pixel: Tensor, query_key: Tensor, foreground: Tensor, num_heads: int
-                        ) -> tuple[Tensor, Tensor]:
-    """The core of DQ_CA (spec 9.3-9.4.1): each head picks its best allowed pixel per query.
-
-    pixel (BN, P, C) un-normalised pixel+embedding, query_key (BN, Q, C) normalised,
-    foreground (BN, P) bool -> gathered normalised pixel slices (BN, Q, C), index (BN, heads, Q).
-    The fused CUDA kernel in s3rt.kernels.masked_query_attention computes the same thing.
-    """
-    bn, p, c = pixel.shape
-    q = query_key.shape[1]
-    d = c // num_heads
-    x_hat = F.normalize(pixel, dim=-1)                                     # (BN, P, C)
-    xh = x_hat.view(bn, p, num_heads, d).transpose(1, 2)                   # (BN, heads, P, d)
-    kh = query_key.view(bn, q, num_heads, d).transpose(1, 2)               # (BN, heads, Q, d)
-    scores = xh @ kh.transpose(-1, -2)                                     # (BN, heads, P, Q)
-    # first Q/2 queries look at foreground only, the last Q/2 at background only
-    fg = foreground.view(bn, 1, p, 1)
-    is_fg_query = (torch.arange(q, device=pixel.device) < q // 2).view(1, 1, 1, q)
-    blocked = fg != is_fg_query                                            # (BN, 1, P, Q)
-    all_blocked = blocked.all(dim=2, keepdim=True)                         # rows with nothing allowed
-    blocked = blocked & ~all_blocked
-    scores = scores.masked_fill(blocked, float("-inf"))
-    index = scores.argmax(dim=2)                                           # (BN, heads, Q)
-    gathered = torch.gather(xh, 2, index.unsqueeze(-1).expand(bn, num_heads, q, d))  # (BN, heads, Q, d)
-    return gathered.transpose(1, 2).reshape(bn, q, c), index
 
 
 class DiscriminativeQueryCrossAttention(nn.Module):

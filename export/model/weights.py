@@ -1,8 +1,9 @@
 """Checkpoint loading (strict, with one clear error) and seeded random weights.
 
 Real S3 weights cannot be downloaded here; users pass their own checkpoint. Without one, s3rt
-runs on seeded random weights whose batch-norm statistics are re-estimated on synthetic frames,
-so every stage stays finite and unsaturated (good for tests and timing, meaningless masks).
+runs on seeded random weights whose batch-norm statistics are re-estimated on the shared
+synthetic clip (s3rt.runtime.io.synthetic), so every stage stays finite and unsaturated (good for
+tests and timing, meaningless masks).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from s3rt.configs import get_config, list_configs
 from s3rt.errors import CheckpointError
+from s3rt.runtime.io.synthetic import make_clip
 
 
 log = logging.getLogger(__name__)
@@ -146,26 +148,6 @@ def load_weights(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor]
     model.load_state_dict(state, strict=True)
 
 
-def synthetic_frames(count: int, height: int, width: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Smooth random RGB frames in [0,1] and blob masks, for batch-norm calibration."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    frames, masks = [], []
-    for _ in range(count):
-        img = np.zeros((3, height, width), np.float32)
-        for _ in range(6):
-            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-            r = rng.uniform(0.1, 0.4) * min(height, width)
-            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-            img += blob[None] * rng.uniform(-0.5, 0.5, size=(3, 1, 1)).astype(np.float32)
-        img += 0.5 + 0.05 * rng.standard_normal((3, height, width)).astype(np.float32)
-        frames.append(np.clip(img, 0, 1))
-        cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
-        r = rng.uniform(0.15, 0.3) * min(height, width)
-        masks.append(((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.float32))
-    return torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(masks))
-
-
 @torch.no_grad()
 def randomize_weights(model: nn.Module, seed: int = 0, *, calib_size: tuple[int, int] = (128, 192)) -> None:
     """Seeded random weights with batch-norm running statistics estimated on synthetic frames."""
@@ -183,7 +165,9 @@ def randomize_weights(model: nn.Module, seed: int = 0, *, calib_size: tuple[int,
     model.eval()
     for bn in bns:
         bn.train()
-    frames, masks = synthetic_frames(4, *calib_size, seed=seed)
+    clip, labels = make_clip(4, *calib_size, num_objects=2, seed=seed)
+    frames = torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).float() / 255      # (4, 3, H, W) in [0, 1]
+    masks = torch.from_numpy((np.stack(labels) == 1).astype(np.float32))            # (4, H, W) object 1
     for i in range(0, len(frames), 2):
         image = frames[i:i + 2]
         for b in range(image.shape[0]):   # graphs are batch-1; calibrate one frame at a time

@@ -1,12 +1,17 @@
 """Reference math of the masked discriminative-query gather (DQ_CA core, spec 9.3-9.4.1).
 
-This file is the specification of ``s3rt::masked_query_gather``: the fused CUDA kernel
-(``masked_query_gather.cu``), its torch binding (``torch_op.py``) and the TensorRT plugin
-(``plugin/``) are all tested against it. Two versions of the same math:
+This file is the one definition of ``s3rt::masked_query_gather``: the model's DQ_CA
+(``s3rt.export.model.object_transformer`` imports :func:`masked_query_gather_torch` as its
+``masked_query_gather``), the fused CUDA kernel (``masked_query_gather.cu``), its torch binding
+(``torch_op.py``, whose CPU path and ONNX decomposition call it) and the TensorRT plugin
+(``plugin/``) are all tested against it. It lives here, not in the model, because it is the
+op's specification: kernels depend on nothing of ``s3rt.export``, the model depends on its op.
+Two versions of the same math:
 
 * :func:`masked_query_gather_numpy` -- plain numpy, float64-safe, written for reading;
 * :func:`masked_query_gather_torch` -- plain torch ops only (no in-place boolean indexing), so it
-  exports to ONNX as ReduceL2/MatMul/Where/ArgMax/GatherElements. This is what the model calls.
+  exports to ONNX as ReduceL2/MatMul/Where/ArgMax/GatherElements. The model runs this one (on
+  CUDA, `S3Model` can swap in the fused kernel through ``torch_op``).
 
 Symbols (spec section 9): BN = B*N object rows, P = h*w pixels, Q queries, C = 256 channels,
 H = num_heads, D = C/H channels per head. Inputs:

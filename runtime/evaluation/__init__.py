@@ -1,1 +1,1 @@
-"""Scoring masks (torch-free, numpy only): DAVIS J&F against ground truth, agreement of two runs."""
+"""Scoring masks against ground truth (torch-free, numpy only): DAVIS J&F. Comparing two runs is runtime/compare.py."""

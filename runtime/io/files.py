@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from s3rt.errors import InputError, OutputError, ShapeError
+from s3rt.runtime.preprocess import resize_index_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -166,10 +167,7 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
         raise InputError(f"{path}: unreadable or corrupt mask ({exc})") from exc
 
 
-def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an index mask."""
-    return np.asarray(Image.fromarray(mask.astype(np.int32), mode="I").resize(
-        (size_hw[1], size_hw[0]), Image.NEAREST)).astype(np.int64)
+resize_mask = resize_index_mask     # the one nearest-neighbour mask resize (s3rt.runtime.preprocess)
 
 
 def write_index_mask(path: str | Path, index: np.ndarray, palette: list[int] | None) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from s3rt import __version__
-from s3rt.errors import InputError, OutputError
-from s3rt.runtime.io.files import Frame, atomic_write, resize_mask, save_npy, sorted_probabilities, write_index_mask
+from s3rt.errors import InputError, OutputError, ShapeError
+from s3rt.runtime.io.files import Frame, atomic_write, save_npy, sorted_probabilities, write_index_mask
+from s3rt.runtime.preprocess import check_rgb8, resize_index_mask
 from s3rt.runtime.tracker import FrameResult, Tracker
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def fit_mask(mask: np.ndarray, frame_hw: tuple[int, int], *, resize: bool, sourc
         raise InputError(f"{source}: mask is {mask.shape[0]}x{mask.shape[1]} but its frame is "
                          f"{frame_hw[0]}x{frame_hw[1]}; fix the mask or pass --resize-masks to resize it "
                          "(nearest neighbour)")
-    return resize_mask(mask, frame_hw)
+    return resize_index_mask(mask, frame_hw)
 
 
 BAD_FRAME_POLICIES = ("skip", "fail")
@@ -192,12 +193,10 @@ def _frame_problem(frame: Frame, stream_hw: tuple[int, int] | None) -> str | Non
     """Why `frame` cannot be segmented in this stream, or None."""
     if frame.error is not None:
         return frame.error
-    image = frame.image
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        return f"expected an RGB uint8 (H, W, 3) image, got {getattr(image, 'shape', type(image))}"
-    if stream_hw is not None and image.shape[:2] != stream_hw:
-        return (f"frame is {image.shape[0]}x{image.shape[1]} but the stream's frames are "
-                f"{stream_hw[0]}x{stream_hw[1]}")
+    try:
+        check_rgb8(frame.image, stream_hw=stream_hw)
+    except (InputError, ShapeError) as exc:
+        return str(exc)
     return None
 
 

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-H, W = 64, 96          # multiples of 32: no padding; small enough for 4 streams x 300 frames on 2 cores
+from s3rt.runtime.io.synthetic import first_frame_clip
+
+from conftest import TINY_H as H, TINY_W as W     # the session's tiny export (tests/conftest.py)
 
 
 def make_clip(n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """n RGB frames (H, W, 3) uint8 with two moving discs, and the first frame's 2-object mask."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:H, 0:W]
-    frames = []
-    for t in range(n):
-        img = np.full((H, W, 3), 80, np.uint8) + rng.integers(0, 25, (H, W, 3), dtype=np.uint8)
-        cx = 25 + (t % 40)
-        img[(yy - 22) ** 2 + (xx - cx) ** 2 < 110] = (220, 40, 40)
-        img[(yy - 44) ** 2 + (xx - (70 - t % 30)) ** 2 < 80] = (40, 200, 60)
-        frames.append(img)
-    mask = np.zeros((H, W), np.int64)
-    mask[(yy - 22) ** 2 + (xx - 25) ** 2 < 110] = 1
-    mask[(yy - 44) ** 2 + (xx - 70) ** 2 < 80] = 2
-    return frames, mask
+    """n RGB frames (H, W, 3) uint8 of the shared synthetic clip, two objects, and the first frame's mask."""
+    return first_frame_clip(n, H, W, num_objects=2, seed=seed)
 
 
 class SlowBackend:

@@ -5,10 +5,11 @@ needs TensorRT, cuda-python, Polygraphy and ONNX Runtime, and a GPU.
 
 1. Per subgraph: Polygraphy's `Comparator` runs each engine (TrtRunner) and its ONNX graph
    (OnnxrtRunner, CPU) on the same seeded inputs for every object count in `objects`, and checks
-   every output with `CompareFunc.simple(atol, rtol)`. Polygraphy fails an element only when BOTH
-   |a - b| > atol AND |a - b| / |b| > rtol (b: the ONNX Runtime output), i.e. an element passes
-   when it is within atol OR within rtol; this is not numpy's |a - b| <= atol + rtol * |b|.
-   `elementwise_failures` states the rule in numpy and is tested against Polygraphy:
+   every output with s3rt.runtime.compare, whose element rule is Polygraphy's
+   `CompareFunc.simple(atol, rtol)`: an element fails only when BOTH |a - b| > atol AND
+   |a - b| / |b| > rtol (b: the ONNX Runtime output), i.e. it passes when within atol OR within
+   rtol; this is not numpy's |a - b| <= atol + rtol * |b|. `elementwise_failures` (re-exported
+   here) is tested against Polygraphy:
      fp32: atol 1e-3, rtol 1e-3 (TF32 is disabled in fp32 builds);
      fp16: atol 5e-2, rtol 5e-2 — diagnostic only: the masked cross-attention's argmax is
      discontinuous, so an fp16 engine may flip a few attention targets and still segment well.
@@ -21,8 +22,8 @@ cannot run: pass `reference_model_dir`, the plain export of the same model and w
 Runtime runs that one (in both steps), while TensorRT runs the plugin engines.
 
 Inputs in step 1 are random but valid (bucket_valid has each bucket's permanent slot set,
-object_bucket indexes existing buckets, probabilities in [0, 1]). Without `frames`, step 2 uses a
-synthetic clip of moving rectangles at the export's resolution.
+object_bucket indexes existing buckets, probabilities in [0, 1]). Without `frames`, step 2 uses the
+shared synthetic clip (s3rt.runtime.io.synthetic, 8 frames, 2 objects) at the export's resolution.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import numpy as np
 
 from s3rt.errors import ConfigError
 from s3rt.optional import optional
+from s3rt.runtime.compare import TensorCheck, compare_tensors, elementwise_failures, format_checks, object_ious
 from s3rt.runtime.contract import GRAPH_ORDER, GraphSpec
+from s3rt.runtime.io.synthetic import first_frame_clip
 from s3rt.runtime.manifest import load_manifest
 
 log = logging.getLogger(__name__)
@@ -48,30 +51,20 @@ MIN_IOU = {"fp32": 0.99, "fp16": 0.95}
 
 
 @dataclass
-class OutputCheck:
-    graph: str
-    objects: int
-    output: str
-    max_abs: float
-    max_rel: float
-    passed: bool
-
-
-@dataclass
 class TrtValidation:
     """Truthy when every judged check passed (fp16: the IoU check; fp32: both)."""
 
     precision: str
     atol: float
     rtol: float
-    outputs: list[OutputCheck] = field(default_factory=list)
+    outputs: list[TensorCheck] = field(default_factory=list)   # per graph, N and output
     mean_iou: float | None = None
     min_iou: float | None = None
     iou_threshold: float | None = None
 
     @property
     def subgraphs_passed(self) -> bool:
-        return all(o.passed for o in self.outputs)
+        return all(self.outputs)
 
     @property
     def iou_passed(self) -> bool | None:
@@ -86,24 +79,12 @@ class TrtValidation:
 
     def format(self) -> str:
         lines = [f"TensorRT {self.precision} vs ONNX Runtime (atol {self.atol:g}, rtol {self.rtol:g})",
-                 "| graph | N | output | max abs | max rel | ok |", "|---|---:|---|---:|---:|---|"]
-        lines += [f"| {o.graph} | {o.objects} | {o.output} | {o.max_abs:.3g} | {o.max_rel:.3g} | "
-                  f"{'yes' if o.passed else 'NO'} |" for o in self.outputs]
+                 *format_checks(self.outputs)]
         if self.mean_iou is not None:
             lines.append(f"end to end: mean mask IoU {self.mean_iou:.4f} (min {self.min_iou:.4f}), "
                          f"threshold {self.iou_threshold}")
         lines.append("PASSED" if self else "FAILED")
         return "\n".join(lines)
-
-
-def elementwise_failures(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> np.ndarray:
-    """Boolean mask of elements Polygraphy's CompareFunc.simple fails: absdiff > atol and reldiff > rtol."""
-    a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    absdiff = np.abs(a - b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        reldiff = absdiff / np.abs(b)
-    reldiff = np.where(absdiff == 0, 0.0, reldiff)        # 0/0 is a match, x/0 is infinitely far
-    return (absdiff > atol) & (reldiff > rtol)
 
 
 def _reference_dir(model_dir: str | Path, reference_model_dir: str | Path | None) -> Path:
@@ -148,40 +129,16 @@ def random_inputs(spec: GraphSpec, objects: int, buckets: int, slots: int, seed:
     return feed
 
 
-def synthetic_clip(height: int, width: int, frames: int = 8, objects: int = 2,
-                   seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames (H, W, 3) uint8 of rectangles drifting over noise, and the first frame's index mask."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 80, size=(height, width, 3), dtype=np.uint8)
-    boxes = [(int(rng.integers(0, height // 2)), int(rng.integers(0, width // 2)),
-              max(4, height // 4), max(4, width // 4)) for _ in range(objects)]
-    colours = rng.integers(120, 255, size=(objects, 3), dtype=np.uint8)
-    clip, first = [], np.zeros((height, width), np.int64)
-    for t in range(frames):
-        frame = background.copy()
-        for k, (y, x, h, w) in enumerate(boxes):
-            y1, x1 = min(height - h, y + t), min(width - w, x + 2 * t)
-            frame[y1:y1 + h, x1:x1 + w] = colours[k]
-            if t == 0:
-                first[y1:y1 + h, x1:x1 + w] = k + 1
-        clip.append(frame)
-    return clip, first
-
-
 def clip_mask_iou(backend_a: Any, backend_b: Any, frames: list[np.ndarray], first_mask: np.ndarray) -> list[float]:
-    """Track `frames` with both backends from `first_mask`; IoU per (later frame, object)."""
+    """Track `frames` with both backends from `first_mask`; IoU per (later frame, tracked object)."""
     from s3rt.runtime.tracker import Tracker
     ta, tb = Tracker(backend_a, max_short_side=None), Tracker(backend_b, max_short_side=None)
     ious = []
     for t, frame in enumerate(frames):
         mask = first_mask if t == 0 else None
         ma, mb = ta.step(frame, mask=mask).index_mask, tb.step(frame, mask=mask).index_mask
-        if t == 0:
-            continue
-        for obj in ta.object_ids:
-            a, b = ma == obj, mb == obj
-            union = np.logical_or(a, b).sum()
-            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+        if t > 0:
+            ious += object_ious(ma, mb, ta.object_ids)
     return ious
 
 
@@ -216,7 +173,7 @@ def validate_tensorrt(model_dir: str | Path, precision: str = "fp32", *, engine_
         if end_to_end:
             from s3rt.runtime.backends.onnxruntime.backend import OnnxRuntimeBackend
             if frames is None:
-                frames, first_mask = synthetic_clip(manifest.height, manifest.width, objects=min(
+                frames, first_mask = first_frame_clip(8, manifest.height, manifest.width, num_objects=min(
                     2, trt_backend.capacity.max_objects), seed=seed)
             elif first_mask is None:
                 raise ConfigError("frames given without first_mask")
@@ -237,7 +194,7 @@ def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, refer
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator
 
     log.debug("polygraphy %s", pg.__version__)
     engines = backend.engine_manifest
@@ -254,14 +211,17 @@ def _compare_subgraphs(result: TrtValidation, backend: Any, manifest: Any, refer
                                          providers=["CPUExecutionProvider"]), name=f"onnxrt-{graph}"),
         ]
         run_results = Comparator.run(runners, data_loader=feeds)
-        accuracy = Comparator.compare_accuracy(
-            run_results, compare_func=CompareFunc.simple(atol=result.atol, rtol=result.rtol))
-        for pair, iterations in accuracy.items():
-            for n, outputs in zip(counts, iterations):
-                for name, cmp in outputs.items():
-                    result.outputs.append(OutputCheck(graph, n, name, float(cmp.max_absdiff),
-                                                      float(cmp.max_reldiff), bool(cmp)))
+        result.outputs += checks_from_runs(graph, counts, run_results, atol=result.atol, rtol=result.rtol)
 
 
-__all__ = ["MIN_IOU", "TOLERANCES", "TrtValidation", "clip_mask_iou", "elementwise_failures", "random_inputs", "synthetic_clip",
-           "validate_tensorrt"]
+def checks_from_runs(graph: str, counts: list[int], run_results: Any, *, atol: float, rtol: float
+                     ) -> list[TensorCheck]:
+    """Polygraphy RunResults of (engine runner, reference runner) -> one TensorCheck per iteration
+    (object count) and output, judged by s3rt.runtime.compare (Polygraphy's elementwise rule)."""
+    (_, ours), (_, reference) = list(run_results.items())
+    return [compare_tensors(graph, name, got[name], want[name], atol=atol, rtol=rtol, objects=n)
+            for n, got, want in zip(counts, ours, reference) for name in want.keys()]
+
+
+__all__ = ["MIN_IOU", "TOLERANCES", "TrtValidation", "checks_from_runs", "clip_mask_iou", "elementwise_failures",
+           "random_inputs", "validate_tensorrt"]

@@ -13,6 +13,7 @@ H x W padded size.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -29,6 +30,7 @@ from s3rt.runtime.preprocess import (FrameGeometry, aggregate_probabilities, cro
 from s3rt.runtime.slot_store import SlotStore
 
 log = logging.getLogger(__name__)
+_SETTINGS_LOGGED: "weakref.WeakSet[Backend]" = weakref.WeakSet()   # backends whose settings were logged
 
 
 @dataclass
@@ -72,7 +74,11 @@ class Tracker:
             carried = getattr(backend, "carried_defaults", list)()
             effective = resolve_inference_settings(backend.model_config, carried=carried, capacity=cap)
             settings = effective.loop
-            log.info("inference settings: %s", effective.describe())
+            # once per backend at INFO: a server opens a tracker per stream, and one line per open
+            # would flood its log with the same settings
+            first = backend not in _SETTINGS_LOGGED
+            log.log(logging.INFO if first else logging.DEBUG, "inference settings: %s", effective.describe())
+            _SETTINGS_LOGGED.add(backend)
         self.settings = settings
         self.slots = cap.memory_slots if cap is not None else self.settings.memory_slots
         self.top_k = backend.top_k or self.settings.top_k

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +73,20 @@ def tiny_model(tmp_path_factory) -> Path:
 def ros_tiny_model(tiny_model: Path) -> Path:
     """The ROS tests' name for the session's tiny model."""
     return tiny_model
+
+
+def start_server(model_dir: Path, *args: str) -> subprocess.Popen:
+    """`s3rt serve --model model_dir --threads 1 --port 0 ARGS` in its own process; `proc.port` is the
+    port it listens on. Its log goes to a file, not a pipe: a server logs a line per stream, and a pipe
+    nobody reads fills up (64 KiB) and blocks the server's threads in the middle of opening streams."""
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "s3rt.cli.main", "serve", "--model", str(model_dir),
+                             "--threads", "1", "--port", "0", *args], stdout=subprocess.PIPE, stderr=log, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        log.seek(0)
+        pytest.fail(f"server did not start: {line} {log.read()[-3000:]}")
+    proc.port = int(line.rsplit(":", 1)[1])
+    return proc

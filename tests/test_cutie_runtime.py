@@ -204,13 +204,10 @@ def test_onnxruntime_matches_torch_on_a_whole_clip_with_an_object_added_mid_clip
 @contextlib.contextmanager
 def serving(model_dir):
     """`s3rt serve --model model_dir --port 0` in a subprocess; yields its port, stops it with SIGTERM."""
-    cmd = [sys.executable, "-m", "s3rt.cli.main", "serve", "--model", str(model_dir), "--threads", "1", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    from conftest import start_server
+    proc = start_server(model_dir)
     try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
-        yield int(line.rsplit(":", 1)[1])
+        yield proc.port
     finally:
         proc.terminate()
         assert proc.wait(20) == 0                      # clean shutdown

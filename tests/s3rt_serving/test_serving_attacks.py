@@ -20,6 +20,7 @@ pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)"
 
 import grpc  # noqa: E402
 
+from conftest import start_server  # noqa: E402
 from s3rt_serving.serving_helpers import make_clip  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 from s3rt.errors import CapacityError  # noqa: E402
@@ -31,16 +32,8 @@ FIRST_MESSAGE_TIMEOUT_S = 1.0
 @pytest.fixture(scope="module")
 def served(tiny_model):
     """`s3rt serve` in its own process (its RSS is the server's alone): 4 streams, no idle timeout."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "s3rt.cli.main", "serve", "--model", str(tiny_model), "--threads",
-                             "1", "--port", "0", "--max-streams", "4", "--idle-timeout", "0",
-                             "--first-message-timeout", str(FIRST_MESSAGE_TIMEOUT_S)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        pytest.fail(f"server did not start: {line} {proc.stderr.read()}")
-    proc.port = int(line.rsplit(":", 1)[1])
+    proc = start_server(tiny_model, "--max-streams", "4", "--idle-timeout", "0",
+                        "--first-message-timeout", str(FIRST_MESSAGE_TIMEOUT_S))
     yield proc
     proc.terminate()
     assert proc.wait(20) == 0

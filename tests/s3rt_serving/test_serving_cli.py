@@ -14,6 +14,7 @@ from PIL import Image
 
 pytest.importorskip("grpc", reason="serving tests need the serve extra (grpcio)")
 
+from conftest import start_server  # noqa: E402
 from s3rt_serving.serving_helpers import make_clip, save_frames  # noqa: E402
 from s3rt.cli.main import main  # noqa: E402
 
@@ -32,14 +33,9 @@ def test_serve_and_stream_write_the_masks_of_an_offline_run(tiny_model, tmp_path
     Image.fromarray(np.where(mask == 2, 7, mask).astype(np.uint8), mode="L").save(first)   # ids 1 and 7
     assert main(["run", "--model", str(tiny_model), "--backend", "onnxruntime", "--threads", "1", "--frames",
                  str(clip), "--mask", str(first), "--out", str(tmp_path / "offline"), "--no-progress"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "s3rt.cli.main", "serve", "--model", str(tiny_model),
-                             "--threads", "1", "--port", "0", "--max-streams", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_server(tiny_model, "--max-streams", "2")
     try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
-        port = int(line.rsplit(":", 1)[1])
+        port = proc.port
         served = tmp_path / "served"
         assert main(["stream", "--server", f"127.0.0.1:{port}", "--frames", str(clip), "--mask", str(first),
                      "--out", str(served), "--every-frame", "--overlay-dir", str(tmp_path / "ov")]) == 0

@@ -20,6 +20,8 @@ waiting in the inbox by `max_waiting_controls` (the sender blocks).
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import logging
 import threading
@@ -148,6 +150,12 @@ class StreamSession:
         return self._executor.threaded
 
     # -- frames ------------------------------------------------------------------------------------
+    def set_deadline(self, deadline_ms: float | None) -> None:
+        """Change the frame deadline of a live stream (a ROS parameter set at run time); frames
+        taken after this use it. The policy is immutable, so it is swapped whole."""
+        self.options = dataclasses.replace(self.options, deadline_ms=deadline_ms)
+        self.policy = self.options.policy
+
     def submit(self, frame: np.ndarray, seq: int, capture_ts: float | None = None) -> Future:
         """Hand a frame to the stream. Its output arrives as an output with this `seq` (threaded) and
         resolves the returned Future (at once in synchronous mode)."""

@@ -150,9 +150,8 @@ def _node_class() -> type:
             return SetParametersResult(successful=True)
 
         def _set_deadline(self, deadline_ms: float) -> None:
-            """The core stream reads its options at every dequeue: swap in the new deadline."""
-            stream = self.logic.session.stream
-            stream.options = dataclasses.replace(stream.options, deadline_ms=deadline_ms or None)
+            """The core stream applies a new deadline to the frames it takes next."""
+            self.logic.session.stream.set_deadline(deadline_ms or None)
 
         def _on_image(self, msg: Any, compressed: bool) -> None:
             self._send(self.logic.on_image(msg, compressed=compressed))

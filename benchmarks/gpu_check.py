@@ -388,7 +388,7 @@ def trained_tiny_rows(clips: int = 2, frames: int = 20, devices: tuple[str, ...]
     from s3rt.configs import InferenceConfig
     from s3rt.runtime.backends.pytorch.backend import TorchBackend
     from s3rt.runtime.tracker import Tracker
-    from s3rt.training.evaluate import held_out_clips, jf_score, mask_iou, track
+    from s3rt.training.evaluate import held_out_clips, jf_score, mean_mask_iou, track
     from s3rt.training.trained import has_trained_weights, trained_weights
     if not has_trained_weights("tiny"):
         yield "trained tiny", "not run: the trained tiny weights are not in this checkout", ""
@@ -405,7 +405,7 @@ def trained_tiny_rows(clips: int = 2, frames: int = 20, devices: tuple[str, ...]
             ref = labels
             yield f"{case}: {device} {precision} (reference)", f"J&F {jf:.3f}", ""
         else:
-            yield f"{case}: {device} {precision}", f"J&F {jf:.3f}", f"mask IoU vs cpu fp32 {mask_iou(ref, labels):.4f}"
+            yield f"{case}: {device} {precision}", f"J&F {jf:.3f}", f"mask IoU vs cpu fp32 {mean_mask_iou(ref, labels):.4f}"
 
 
 def tracker_rows(config: str, *, height: int, width: int, frames: int, cpu_frames: int,

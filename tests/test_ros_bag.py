@@ -172,6 +172,10 @@ def test_truncated_mcap_opens_with_its_complete_messages(tmp_path, caplog):
     assert len(warnings) == 1 and "is truncated" in warnings[0] and "recovered 10 complete messages" in warnings[0]
     (tmp_path / "in" / "metadata.yaml").unlink()                            # the bare file reads the same
     assert [m.header.stamp for _, m in bag.read_topic(mcap_file, TOPIC)] == [f.header.stamp for f in got]
+    mcap_file.write_bytes(data[:-12])                                       # cut in the footer: all 20
+    with caplog.at_level("WARNING", logger=bag.__name__):
+        assert len(bag.read_topic(mcap_file, TOPIC)) == len(big)
+    assert "recovered 20 complete messages" in caplog.records[-1].getMessage()
     mcap_file.write_bytes(data[:4000])
     with pytest.raises(BagError, match=r"in.mcap: not a readable rosbag2 folder \(File end magic is invalid.\)"):
         bag.ImageTopicReader(mcap_file, TOPIC)

@@ -18,9 +18,9 @@ to the stop is a valid bag. Against a harder stop (SIGKILL, power loss) it commi
 transaction (MCAP: closes the chunk) and rewrites ``metadata.yaml`` at most ``FLUSH_INTERVAL_S``
 after a write, and writes ``metadata.yaml`` as soon as the topics exist: a killed writer leaves
 a bag with what it wrote up to the last second (sqlite3: readable as is; MCAP: through the
-truncated-file reader above). Metadata is filled as rosbag2
-fills it: the ROS distribution of the message definitions, and each topic's offered QoS (the
-node's publishers: reliable, volatile, keep last 10), so ``ros2 bag play`` republishes alike.
+truncated-file reader above). Metadata is filled as rosbag2 fills it: the ROS distribution of
+the message definitions, and each topic's offered QoS (the node's publishers: reliable,
+volatile, keep last 10), so ``ros2 bag play`` republishes alike.
 """
 
 from __future__ import annotations
@@ -520,7 +520,7 @@ class TruncatedMcapReader:
                     return
                 if isinstance(record, Schema):
                     schemas[record.id] = record.name
-                elif isinstance(record, Channel) and counting:
+                elif isinstance(record, Channel) and counting and record.id not in self._topics:   # summary: again
                     self._topics[record.id] = RecoveredTopic(record.id, record.topic,
                                                              schemas.get(record.schema_id, ""), 0)
                 elif isinstance(record, Message) and record.channel_id in self._topics:

@@ -489,11 +489,10 @@ class TruncatedMcapReader:
         self.typestore = messages.typestore()
         self._topics: dict[int, RecoveredTopic] = {}
         self.message_count = 0
-        self.start_time = self.end_time = 0
-        times = [t for _, t, _ in self._scan()]
-        if times:
-            self.start_time, self.end_time = min(times), max(times)
-        self.message_count = len(times)
+        self.start_time, self.end_time = 2**63 - 1, 0    # as rosbags: end exclusive, these when empty
+        for _, bag_ns, _ in self._scan():
+            self.message_count += 1
+            self.start_time, self.end_time = min(self.start_time, bag_ns), max(self.end_time, bag_ns + 1)
         log.warning("%s is truncated (no summary/footer: its writer stopped without closing it); "
                     "recovered %d complete messages", path, self.message_count)
 

@@ -150,3 +150,32 @@ def test_bag_folder_without_metadata_opens_from_its_storage_file(tmp_path, frame
     (tmp_path / "in" / f"copy{storage_file.suffix}").write_bytes(storage_file.read_bytes())
     with pytest.raises(BagError, match="no metadata.yaml and 2 storage files"):
         bag.ImageTopicReader(tmp_path / "in", TOPIC)
+
+
+def test_truncated_mcap_opens_with_its_complete_messages(tmp_path, caplog):
+    """Issue 22: an .mcap cut mid-file (writer killed: no summary, no footer) opens with the messages
+    of its complete chunks, frames exact, and one warning saying how many were recovered; cut
+    inside the first chunk (no complete channel record) it is the one-line BagError."""
+    big = make_clip(4, 240, 320, 2, seed=3)[0] * 5       # 20 frames of 230 KB: rosbags closes a chunk every 5
+    bag.write_image_bag(tmp_path / "in", big, storage="mcap")
+    mcap_file = tmp_path / "in" / "in.mcap"
+    data = mcap_file.read_bytes()
+    mcap_file.write_bytes(data[: int(len(data) * 0.6)])   # inside the third chunk: two chunks = 10 frames whole
+    with caplog.at_level("WARNING", logger=bag.__name__):
+        with bag.ImageTopicReader(tmp_path / "in", TOPIC) as reader:
+            assert reader.count == 10 and reader.storage == "mcap" and reader.rate_hz == pytest.approx(30.0)
+            got = list(reader)
+    assert [f.seq for f in got] == list(range(10)) and all(f.error is None for f in got)
+    for f, want in zip(got, big):
+        np.testing.assert_array_equal(f.image, want)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "is truncated" in warnings[0] and "recovered 10 complete messages" in warnings[0]
+    (tmp_path / "in" / "metadata.yaml").unlink()                            # the bare file reads the same
+    assert [m.header.stamp for _, m in bag.read_topic(mcap_file, TOPIC)] == [f.header.stamp for f in got]
+    mcap_file.write_bytes(data[:-12])                                       # cut in the footer: all 20
+    with caplog.at_level("WARNING", logger=bag.__name__):
+        assert len(bag.read_topic(mcap_file, TOPIC)) == len(big)
+    assert "recovered 20 complete messages" in caplog.records[-1].getMessage()
+    mcap_file.write_bytes(data[:4000])
+    with pytest.raises(BagError, match=r"in.mcap: not a readable rosbag2 folder \(File end magic is invalid.\)"):
+        bag.ImageTopicReader(mcap_file, TOPIC)

@@ -201,9 +201,12 @@ def test_s3rt_run_reads_a_bag_with_the_replay_reader(tmp_path, ros_tiny_model, c
     assert "no topic '/nope'" in capsys.readouterr().err
 
 
-def test_replay_killed_with_sigkill_keeps_what_it_wrote(tmp_path, ros_tiny_model, clip, run_masks):
+@pytest.mark.parametrize("storage", bag.STORAGES)
+def test_replay_killed_with_sigkill_keeps_what_it_wrote(tmp_path, ros_tiny_model, clip, run_masks, storage):
     """Issue 22: SIGKILL (no cleanup at all) mid-replay leaves a readable bag holding at least
-    what metadata.yaml announced before the kill, and those masks are the right ones."""
+    what metadata.yaml announced before the kill, and those masks are the right ones. The output
+    has the input's storage: an MCAP output is left without summary/footer and is read up to its
+    last complete chunk (flushed at most a second apart, like the sqlite3 commits)."""
     import signal
     import subprocess
     import sys
@@ -212,7 +215,7 @@ def test_replay_killed_with_sigkill_keeps_what_it_wrote(tmp_path, ros_tiny_model
     from ruamel.yaml import YAML
 
     frames, _, root = clip
-    bag.write_image_bag(tmp_path / "in", frames * 60)                  # 480 frames: seconds of work
+    bag.write_image_bag(tmp_path / "in", frames * 60, storage=storage)  # 480 frames: seconds of work
     cmd = [str(Path(sys.executable).with_name("s3rt")), "replay", "--model", str(ros_tiny_model), "--backend",
            "onnxruntime", "--threads", "1", "--bag", str(tmp_path / "in"), "--image-topic", TOPIC,
            "--out-bag", str(tmp_path / "out"), "--mask", str(root / "first.png"), "--no-progress"]
@@ -234,6 +237,7 @@ def test_replay_killed_with_sigkill_keeps_what_it_wrote(tmp_path, ros_tiny_model
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL, "the replay ended before it could be killed"
     assert announced >= 2 * N_FRAMES, proc.stderr.read().decode()[-2000:]
+    assert (tmp_path / "out" / f"out.{'mcap' if storage == 'mcap' else 'db3'}").is_file()
     masks = bag.read_topic(tmp_path / "out", "/s3rt/mask")
     assert announced <= len(masks) < 60 * N_FRAMES
     for (_, m), ref in zip(masks[:N_FRAMES], run_masks):

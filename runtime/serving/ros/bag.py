@@ -8,23 +8,28 @@ stamps that go backwards are flagged (``out_of_order``) and counted; the frame i
 processed in record order, as a live subscriber would receive it.
 
 A bag folder without ``metadata.yaml`` (a recorder that died, a bare ``.mcap`` copied from
-elsewhere) is opened from its one storage file, as ``ros2 bag reindex`` would.
+elsewhere) is opened from its one storage file, as ``ros2 bag reindex`` would. An ``.mcap`` file
+cut short (its writer was killed: no summary, no footer) is read record by record up to its last
+complete message with the ``mcap`` package (``TruncatedMcapReader``), with one warning.
 
 Writer: ``ResultBagWriter`` is a context manager whose exit *closes* the bag (metadata.yaml
 written) whether the block ended normally, on an error or on Ctrl-C, so whatever was written up
 to the stop is a valid bag. Against a harder stop (SIGKILL, power loss) it commits the sqlite3
 transaction (MCAP: closes the chunk) and rewrites ``metadata.yaml`` at most ``FLUSH_INTERVAL_S``
 after a write, and writes ``metadata.yaml`` as soon as the topics exist: a killed writer leaves
-a readable sqlite3 bag with what it wrote up to the last second. Metadata is filled as rosbag2
-fills it: the ROS distribution of the message definitions, and each topic's offered QoS (the
-node's publishers: reliable, volatile, keep last 10), so ``ros2 bag play`` republishes alike.
+a bag with what it wrote up to the last second (sqlite3: readable as is; MCAP: through the
+truncated-file reader above). Metadata is filled as rosbag2 fills it: the ROS distribution of
+the message definitions, and each topic's offered QoS (the node's publishers: reliable,
+volatile, keep last 10), so ``ros2 bag play`` republishes alike.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from s3rt.runtime.serving.ros import convert, messages
 log = logging.getLogger(__name__)
 
 rosbags = optional("rosbags", extra="ros")   # rosbags has no __version__; pyproject pins >= 0.10
+mcap = optional("mcap", extra="ros")          # only for reading .mcap files cut short
 STORAGES = ("sqlite3", "mcap")
 IMAGE_TYPES = (messages.IMAGE, messages.COMPRESSED_IMAGE)
 STORAGE_SUFFIXES = (".mcap", ".db3")
@@ -100,12 +106,7 @@ class ImageTopicReader:
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
         rosbags.load()     # MissingDependencyError naming the 'ros' extra when absent
-        from rosbags.highlevel import AnyReader
-        self._reader = AnyReader([storage_source(self.path)], default_typestore=messages.typestore())
-        try:
-            self._reader.open()
-        except Exception as exc:   # noqa: BLE001 - rosbags raises several error types for a broken bag
-            raise BagError(f"{self.path}: not a readable rosbag2 folder ({exc})") from exc
+        self._reader = open_bag(self.path)
         try:
             self._connections = self._find_topic()
         except BagError:
@@ -397,8 +398,149 @@ def _from_rgb(rgb: np.ndarray, encoding: str) -> np.ndarray:
 
 def read_topic(path: str | Path, topic: str) -> list[tuple[int, Any]]:
     """(record time, deserialised message) of every message on `topic` (for tests and checks)."""
-    from rosbags.highlevel import AnyReader
-
-    with AnyReader([storage_source(Path(path))], default_typestore=messages.typestore()) as reader:
+    with closing(open_bag(Path(path))) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         return [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages(connections=conns)]
+
+
+def open_bag(path: Path) -> Any:
+    """An open reader of the bag at `path`: rosbags' AnyReader, or, for an .mcap file without its
+    summary/footer (writer killed), a ``TruncatedMcapReader`` over its complete records. Both give
+    connections (topic, msgtype, msgcount), message_count, start/end_time, messages(connections=),
+    deserialize(raw, msgtype) and close()."""
+    from rosbags.highlevel import AnyReader
+
+    source = storage_source(path)
+    reader = AnyReader([source], default_typestore=messages.typestore())
+    try:
+        reader.open()
+        return reader
+    except Exception as exc:   # noqa: BLE001 - rosbags raises several error types for a broken bag
+        unreadable = BagError(f"{path}: not a readable rosbag2 folder ({exc})")
+        unreadable.__cause__ = exc
+    mcap_file = _mcap_file(source)
+    if mcap_file is None or _has_footer(mcap_file):
+        raise unreadable
+    recovered = TruncatedMcapReader(mcap_file)
+    if not recovered.connections:         # not even one channel record: nothing to recover
+        raise unreadable
+    return recovered
+
+
+def _mcap_file(source: Path) -> Path | None:
+    """The .mcap storage file of a bag folder or file, or None for any other storage."""
+    files = [source] if source.is_file() else sorted(source.glob("*.mcap"))
+    return files[0] if len(files) == 1 and files[0].suffix == ".mcap" else None
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def _has_footer(path: Path) -> bool:
+    """Whether the file ends in MCAP's closing magic (a complete file: any other failure is real)."""
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        if f.tell() < 2 * len(MCAP_MAGIC):
+            return False
+        f.seek(-len(MCAP_MAGIC), 2)
+        return f.read() == MCAP_MAGIC
+
+
+class _CutShort(Exception):
+    """The file ended inside a record."""
+
+
+class _WholeReads:
+    """A binary file whose reads return all the bytes asked for or raise ``_CutShort``: the mcap
+    stream reader would otherwise parse a record cut at end of file from the bytes that are there."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        if 0 <= n != len(data):
+            raise _CutShort
+        return data
+
+
+@dataclass
+class RecoveredTopic:
+    """A channel of a truncated .mcap, shaped like rosbags' Connection where the readers use it."""
+
+    id: int
+    topic: str
+    msgtype: str
+    msgcount: int
+
+
+class TruncatedMcapReader:
+    """The complete messages of an .mcap file whose writer died before the summary and footer.
+
+    The file is read sequentially (``mcap.stream_reader.StreamReader``) until the first record
+    that ends past end of file. One scan at open counts the messages (and logs one warning);
+    ``messages()`` scans again, so memory stays at one record whatever the file size. Payloads
+    are CDR (rosbag2's MCAP) and deserialised with the same rosbags type store as AnyReader.
+    """
+
+    def __init__(self, path: Path) -> None:
+        mcap.load()
+        self.path = path
+        self.typestore = messages.typestore()
+        self._topics: dict[int, RecoveredTopic] = {}
+        self.message_count = 0
+        self.start_time, self.end_time = 2**63 - 1, 0    # as rosbags: end exclusive, these when empty
+        for _, bag_ns, _ in self._scan():
+            self.message_count += 1
+            self.start_time, self.end_time = min(self.start_time, bag_ns), max(self.end_time, bag_ns + 1)
+        log.warning("%s is truncated (no summary/footer: its writer stopped without closing it); "
+                    "recovered %d complete messages", path, self.message_count)
+
+    @property
+    def connections(self) -> list[RecoveredTopic]:
+        return list(self._topics.values())
+
+    def _scan(self) -> Iterator[tuple[RecoveredTopic, int, bytes]]:
+        from mcap.exceptions import EndOfFile, McapError
+        from mcap.records import Channel, Message, Schema
+        from mcap.stream_reader import StreamReader
+
+        schemas: dict[int, str] = {}
+        counting = not self._topics
+        with self.path.open("rb") as f:
+            records = StreamReader(_WholeReads(f)).records
+            while True:
+                try:
+                    record = next(records)
+                except (StopIteration, _CutShort, EndOfFile):   # the cut: the end of what was written
+                    return
+                except (McapError, struct.error, ValueError) as exc:   # bytes that are no MCAP record: stop
+                    log.warning("%s: unreadable record after the recovered part (%s)", self.path, exc)
+                    return
+                if isinstance(record, Schema):
+                    schemas[record.id] = record.name
+                elif isinstance(record, Channel) and counting and record.id not in self._topics:   # summary: again
+                    self._topics[record.id] = RecoveredTopic(record.id, record.topic,
+                                                             schemas.get(record.schema_id, ""), 0)
+                elif isinstance(record, Message) and record.channel_id in self._topics:
+                    topic = self._topics[record.channel_id]
+                    if counting:
+                        topic.msgcount += 1
+                    yield topic, record.log_time, record.data
+
+    def messages(self, connections: Any = ()) -> Iterator[tuple[RecoveredTopic, int, bytes]]:
+        """(topic, record time, CDR bytes) in file order, only of `connections` when given."""
+        wanted = {c.id for c in connections}
+        remaining = sum(c.msgcount for c in connections) if connections else self.message_count
+        for item in self._scan():
+            if remaining <= 0:       # the scan at open ended here: never read past it
+                return
+            if not wanted or item[0].id in wanted:
+                remaining -= 1
+                yield item
+
+    def deserialize(self, raw: bytes, msgtype: str) -> Any:
+        return self.typestore.deserialize_cdr(raw, msgtype)
+
+    def close(self) -> None:
+        """Nothing held open between scans."""

@@ -7,7 +7,6 @@ ROS_DOMAIN_ID per run, localhost discovery). Every wait is bounded.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 

@@ -4,11 +4,9 @@ failed before its fix; loops are bounded and sizes small."""
 
 from __future__ import annotations
 
-import os
 import random
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
